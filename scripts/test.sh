@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up (idempotent) and run the whole test suite, slow and distributed tests included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+# pytest exits 5 when it collects no test: set -e turns that into a failure too.
+exec .venv/bin/python -m pytest -q "$@"

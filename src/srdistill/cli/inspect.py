@@ -1,0 +1,47 @@
+"""``srdistill inspect FILE``: what a model file holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ..models import inspect_model
+from ._console import console, fmt_params, print_json, safe
+from .options import parse_opts
+
+
+def inspect(
+    file: Path = typer.Argument(..., help="Model file (.safetensors, .pth, .pt, .ckpt)."),
+    opt: list[str] = typer.Option([], "--opt", help="Override a hyperparameter the weights cannot tell, e.g. res_scale=0.1."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Detect a model file's architecture, scale and hyperparameters."""
+    info = inspect_model(file, hparams=parse_opts(opt))
+    if json_out:
+        print_json(info)
+        return
+    table = Table(title=f"{safe(file)}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    table.add_row("architecture", safe(info["arch"]))
+    table.add_row("preset", safe(info["preset"] or "(custom)"))
+    table.add_row("scale", f"x{info['scale']}")
+    hp = ", ".join(f"{k}={v}" for k, v in info["hparams"].items())
+    table.add_row("hyperparameters", safe(hp))
+    if info["assumed"]:
+        table.add_row(
+            "assumed",
+            safe(", ".join(info["assumed"]) + " (not stored in the weights; official default used, override with --opt)"),
+        )
+    table.add_row("parameters", fmt_params(info["params"]))
+    table.add_row("dtype", safe(", ".join(info["dtype"])))
+    table.add_row("identified by", safe(info["metadata"].get("identified_by", "?")))
+    table.add_row("input", f"[0, 1], size multiple {info['size_multiple']}; native range {info['value_range']:g}")
+    table.add_row("blocks", safe(f"{len(info['blocks'])} x {info['feature_view']}: " + ", ".join(
+        f"{b['path']}({b['channels']})" for b in info["blocks"][:6]) + (" ..." if len(info["blocks"]) > 6 else "")))
+    for key, value in info["metadata"].items():
+        if key not in {"identified_by"}:
+            table.add_row(f"meta: {safe(key)}", safe(value))
+    console.print(table)

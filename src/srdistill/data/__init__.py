@@ -1,0 +1,1 @@
+"""Image decoding/encoding, datasets and the MATLAB-compatible resize."""

@@ -1,0 +1,1 @@
+"""Files: portable model weights (``model_files``) vs local, resumable training checkpoints."""

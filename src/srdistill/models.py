@@ -1,0 +1,331 @@
+"""The model API: build, load (with detection), save and describe super-resolution models.
+
+    model = srdistill.load_model("EDSR_x4.pt")       # any official checkpoint, unchanged
+    sr = model(lr)                                     # N x 3 x H x W in [0, 1] -> N x 3 x sH x sW
+    srdistill.save_model(model, "edsr_x4.safetensors")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__
+from .archs.spec import ArchSpec, Detection
+from .errors import (
+    MetadataConflictError,
+    SrdistillError,
+    ModelFileError,
+    ShapeMismatchError,
+    UnknownArchitectureError,
+)
+from .hparams import coerce_hparams
+from .io.model_files import FLOAT_DTYPES, RawModelFile, read_model_file, write_safetensors
+from .registry import find_preset, get_arch, list_archs
+
+META_PREFIX = "srdistill."
+
+
+@dataclass
+class SRModel:
+    """A built network plus everything known about it."""
+
+    spec: ArchSpec
+    scale: int
+    hparams: dict[str, Any]
+    net: nn.Module
+    metadata: dict[str, Any] = field(default_factory=dict)  # provenance etc. read from the file
+    source: Path | None = None
+    assumed: tuple[str, ...] = ()  # hparams the weights could not tell
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    @property
+    def arch(self) -> str:
+        return self.spec.id
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.net.parameters())
+
+    @property
+    def blocks(self) -> tuple[str, ...]:
+        return tuple(self.spec.blocks(self.hparams))
+
+    @property
+    def block_channels(self) -> tuple[int, ...]:
+        return tuple(self.spec.block_channels(self.hparams))
+
+    @property
+    def pad_multiple(self) -> int:
+        """Input sizes that need no internal padding (tiles are cut to this multiple)."""
+        return self.spec.pad_multiple(self.hparams, self.scale)
+
+    @property
+    def preset(self) -> str | None:
+        """The preset whose hyperparameters these are, if any."""
+        for name in self.spec.presets:
+            if self.spec.resolve(preset=name) == self.hparams:
+                return name
+        return None
+
+    def to(self, *args, **kwargs) -> SRModel:
+        self.net.to(*args, **kwargs)
+        return self
+
+
+def build_model(arch_or_preset: str, scale: int, hparams: Mapping[str, Any] | None = None) -> SRModel:
+    """A freshly initialised model from an arch id or preset name, with optional overrides."""
+    try:
+        spec, preset = find_preset(arch_or_preset)
+    except Exception:
+        spec, preset = get_arch(arch_or_preset), None
+    resolved = spec.resolve(hparams, preset=preset)
+    return SRModel(spec, scale, resolved, spec.instantiate(scale, resolved))
+
+
+# -- identification --------------------------------------------------------------------------------
+def _detection_order(specs: Mapping[str, ArchSpec]) -> list[ArchSpec]:
+    """Alphabetical, except that a spec comes before every spec it names in ``detect_before``."""
+    ordered: list[ArchSpec] = []
+    pending = dict(sorted(specs.items()))
+    while pending:
+        ready = [
+            arch_id
+            for arch_id in pending
+            if not any(arch_id in other.detect_before for oid, other in pending.items() if oid != arch_id)
+        ]
+        if not ready:  # a cycle between plugins: fall back to alphabetical order
+            ready = list(pending)
+        ordered.append(pending.pop(ready[0]))
+    return ordered
+
+
+def _key_pattern(key: str) -> str:
+    return re.sub(r"\.\d+", ".N", key)
+
+
+def _closest(tensors: Mapping[str, torch.Tensor], specs: Mapping[str, ArchSpec]) -> list[tuple[float, str]]:
+    """Key-name similarity to each arch's default preset, for 'did you mean' messages."""
+    mine = {_key_pattern(k) for k in tensors}
+    scores = []
+    for arch_id, spec in specs.items():
+        try:
+            with torch.device("meta"):
+                net = spec.instantiate(spec.scales[0], spec.resolve())
+        except Exception:  # noqa: BLE001 - a broken plugin must not hide the real error
+            continue
+        theirs = {_key_pattern(k) for k in net.state_dict()}
+        scores.append((len(mine & theirs) / max(1, len(mine | theirs)), arch_id))
+    return sorted(scores, reverse=True)
+
+
+def identify(raw: RawModelFile, arch: str | None = None) -> tuple[ArchSpec, Detection, str]:
+    """Which arch, scale and hparams a file holds, and how we know ("metadata" or "detected")."""
+    meta_arch = raw.metadata.get(META_PREFIX + "arch")
+    if meta_arch is not None:
+        spec = get_arch(meta_arch)
+        try:
+            scale = int(raw.metadata[META_PREFIX + "scale"])
+            hp = coerce_hparams(spec.id, spec.defaults, json.loads(raw.metadata[META_PREFIX + "hparams"]))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise MetadataConflictError(f"{raw.path}: srdistill metadata is incomplete or malformed ({exc}); re-save the model") from None
+        detected = spec.detect(raw.tensors)
+        if detected is None:
+            raise MetadataConflictError(
+                f"{raw.path}: metadata says arch {meta_arch!r} but the tensors are not a {meta_arch} layout; the file was edited or mislabelled"
+            )
+        if detected.scale != scale:
+            raise MetadataConflictError(
+                f"{raw.path}: metadata says x{scale} but the tensors are a x{detected.scale} {meta_arch}; fix or drop the metadata"
+            )
+        for key, value in detected.hparams.items():
+            if key not in detected.assumed and key in hp and hp[key] != value:
+                raise MetadataConflictError(
+                    f"{raw.path}: metadata says {key}={hp[key]!r} but the tensors say {key}={value!r}; fix or drop the metadata"
+                )
+        if arch is not None and arch != spec.id:
+            raise MetadataConflictError(f"{raw.path}: you asked for arch {arch!r} but the file's metadata says {spec.id!r}")
+        return spec, Detection(scale, spec.resolve(hp)), "metadata"
+
+    specs = {arch: get_arch(arch)} if arch else list_archs()
+    for spec in _detection_order(specs):
+        try:
+            found = spec.detect(raw.tensors)
+        except SrdistillError:
+            raise  # a spec that recognised its layout and found it broken says so precisely
+        except Exception as exc:  # noqa: BLE001 - a buggy plugin detector must not block the others
+            import warnings
+
+            warnings.warn(f"architecture {spec.id!r} detection failed on {raw.path.name}: {exc}", stacklevel=2)
+            continue
+        if found is not None:
+            return spec, Detection(found.scale, spec.resolve(found.hparams), found.assumed), "detected"
+    near = _closest(raw.tensors, specs)
+    hint = ", ".join(f"{a} ({s:.0%} key match)" for s, a in near[:2] if s > 0) or "none"
+    first = ", ".join(list(raw.tensors)[:3])
+    raise UnknownArchitectureError(
+        f"{raw.path}: no installed architecture recognises this state dict (keys start {first}); closest: {hint}. "
+        f"If it is another network, write an architecture plugin (README: 'Write an architecture plugin')"
+    )
+
+
+def check_state_dict(net: nn.Module, tensors: Mapping[str, torch.Tensor], what: str, path: Path | str) -> None:
+    """Every key and shape must agree with the built model; only float tensors where it has floats."""
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in tensors]
+    extra = [k for k in tensors if k not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} key(s) e.g. {missing[0]!r}")
+        if extra:
+            parts.append(f"unexpected {len(extra)} key(s) e.g. {extra[0]!r}")
+        raise ShapeMismatchError(f"{path}: does not match {what}: {'; '.join(parts)}")
+    for key, ref in expected.items():
+        got = tensors[key]
+        if tuple(got.shape) != tuple(ref.shape):
+            raise ShapeMismatchError(
+                f"{path}: tensor {key!r} has shape {tuple(got.shape)} but {what} expects {tuple(ref.shape)}; "
+                f"the file does not belong to this configuration (pass the right hyperparameters or fix the file)"
+            )
+        if ref.is_floating_point() and got.dtype not in FLOAT_DTYPES:
+            raise ModelFileError(f"{path}: tensor {key!r} has dtype {got.dtype}, expected a float type; the file is corrupt")
+        if not ref.is_floating_point() and got.dtype != ref.dtype:
+            raise ModelFileError(f"{path}: buffer {key!r} has dtype {got.dtype}, expected {ref.dtype}")
+
+
+def describe(spec: ArchSpec, scale: int, hparams: Mapping[str, Any]) -> str:
+    short = ", ".join(f"{k}={v}" for k, v in hparams.items())
+    return f"{spec.id} x{scale} ({short})"
+
+
+def load_model(
+    path: str | Path,
+    *,
+    arch: str | None = None,
+    hparams: Mapping[str, Any] | None = None,
+    device: str | torch.device = "cpu",
+) -> SRModel:
+    """Load any supported model file: srdistill safetensors or an official checkpoint, unchanged.
+
+    ``hparams`` overrides what detection cannot tell (e.g. EDSR ``res_scale``) or what the file
+    says; shapes are still checked against the result.
+    """
+    raw = read_model_file(path)
+    spec, det, how = identify(raw, arch)
+    resolved = dict(det.hparams)
+    assumed = tuple(det.assumed)
+    if hparams:
+        overrides = coerce_hparams(spec.id, spec.defaults, hparams)
+        resolved.update(overrides)
+        assumed = tuple(a for a in assumed if a not in overrides)
+    net = spec.instantiate(det.scale, resolved)
+    check_state_dict(net, raw.tensors, describe(spec, det.scale, resolved), raw.path)
+    net.load_state_dict(raw.tensors, strict=True)
+    net.eval().to(device)
+    meta = _read_provenance(raw)
+    meta["identified_by"] = how
+    meta["format"] = raw.format
+    if raw.wrapper:
+        meta["wrapper"] = raw.wrapper
+    return SRModel(spec, det.scale, resolved, net, meta, raw.path, assumed)
+
+
+def _read_provenance(raw: RawModelFile) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in raw.metadata.items():
+        if key.startswith(META_PREFIX) and key[len(META_PREFIX):] in {"provenance"}:
+            try:
+                out[key[len(META_PREFIX):]] = json.loads(value)
+            except json.JSONDecodeError:
+                out[key[len(META_PREFIX):]] = value
+        elif not key.startswith(META_PREFIX):
+            out.setdefault("foreign", {})[key] = value
+        else:
+            out[key[len(META_PREFIX):]] = value
+    return out
+
+
+def model_metadata(model: SRModel, provenance: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The ``__metadata__`` srdistill writes: enough to rebuild the model without detection."""
+    prov = dict(model.metadata.get("provenance") or {})
+    prov.update(provenance or {})
+    return {
+        META_PREFIX + "format": "1",
+        META_PREFIX + "arch": model.spec.id,
+        META_PREFIX + "scale": str(model.scale),
+        META_PREFIX + "hparams": json.dumps(model.hparams, sort_keys=True),
+        META_PREFIX + "value_range": "0-1",
+        META_PREFIX + "version": __version__,
+        META_PREFIX + "provenance": json.dumps(prov, sort_keys=True, default=str),
+    }
+
+
+def save_model(
+    model: SRModel,
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+    provenance: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the plain network as safetensors with srdistill metadata, atomically."""
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        raise ModelFileError(f"{path}: srdistill writes safetensors only; use a .safetensors file name")
+    return write_safetensors(path, model.net.state_dict(), model_metadata(model, provenance), overwrite=overwrite)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def convert_model(src: str | Path, dst: str | Path, *, overwrite: bool = False, hparams: Mapping[str, Any] | None = None) -> SRModel:
+    """Any loadable checkpoint -> srdistill safetensors (metadata records where it came from)."""
+    from .io.atomic import check_writable
+
+    check_writable(dst, overwrite=overwrite)  # fail before loading a large file
+    model = load_model(src, hparams=hparams)
+    save_model(
+        model,
+        dst,
+        overwrite=overwrite,
+        provenance={"converted_from": Path(src).name, "source_sha256": file_sha256(src), "assumed": list(model.assumed)},
+    )
+    return model
+
+
+def inspect_model(path: str | Path, *, hparams: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A JSON-ready description of a model file."""
+    model = load_model(path, hparams=hparams)
+    dtypes = sorted({str(t.dtype).replace("torch.", "") for t in read_model_file(path).tensors.values()})
+    return {
+        "file": str(path),
+        "arch": model.spec.id,
+        "preset": model.preset,
+        "scale": model.scale,
+        "hparams": model.hparams,
+        "assumed": list(model.assumed),
+        "params": model.num_params,
+        "dtype": dtypes,
+        "value_range": model.spec.value_range,
+        "mean_handling": model.spec.mean_handling,
+        "size_multiple": model.pad_multiple,
+        "safe_dtypes": [str(d).replace("torch.", "") for d in model.spec.safe_dtypes],
+        "blocks": [{"path": p, "channels": c} for p, c in zip(model.blocks, model.block_channels)],
+        "feature_view": model.spec.feature_view.name,
+        "metadata": model.metadata,
+    }

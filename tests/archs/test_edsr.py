@@ -1,0 +1,193 @@
+"""EDSR spec: official fixtures and release layouts, BasicSR layout, presets, detection errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from srdistill.archs.edsr import SPEC
+from srdistill.errors import ShapeMismatchError, UsageError
+
+FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "official"
+CASES = json.loads((FIXTURES / "cases.json").read_text())
+MANIFESTS = sorted((FIXTURES / "layouts").glob("*.json"))
+
+
+def load_case_state(case: dict) -> dict[str, torch.Tensor]:
+    state = torch.load(FIXTURES / case["file"], weights_only=True, map_location="cpu")
+    return state[case["wrapper"]] if case["wrapper"] else state
+
+
+def manifest(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    info = json.loads(path.read_text())
+    return info, {key: torch.empty(shape, device="meta") for key, shape in info["tensors"].items()}
+
+
+def meta_shapes(scale: int, hparams: dict) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        net = SPEC.instantiate(scale, hparams)
+    return {key: tuple(t.shape) for key, t in net.state_dict().items()}
+
+
+EDSR_CASES = [c for c in CASES if c["arch"] == "edsr"]
+OTHER_CASES = [c for c in CASES if c["arch"] != "edsr"]
+EDSR_MANIFESTS = [p for p in MANIFESTS if json.loads(p.read_text())["arch"] == "edsr"]
+OTHER_MANIFESTS = [p for p in MANIFESTS if p not in EDSR_MANIFESTS]
+
+
+def test_fixture_set_covers_both_res_scales():
+    assert {c["hparams"]["res_scale"] for c in EDSR_CASES} == {1.0, 0.1}
+    assert {p.stem for p in EDSR_MANIFESTS} >= {"edsr_baseline_x2", "edsr_baseline_x3", "edsr_baseline_x4", "edsr_x4"}
+
+
+@pytest.mark.parametrize("case", EDSR_CASES, ids=lambda c: c["file"])
+def test_official_checkpoint_detects_loads_and_reproduces_output(case):
+    state = load_case_state(case)
+    det = SPEC.detect(state)
+    assert det is not None
+    assert det.scale == case["scale"]
+    assert det.assumed == ("res_scale",)
+    expected = case["hparams"]
+    for key in ("n_resblocks", "n_feats"):
+        assert det.hparams[key] == expected[key]
+    assert set(det.hparams) == set(expected)  # layout omitted: official is the default
+    if expected["res_scale"] == 1.0:
+        assert det.hparams == expected
+
+    # res_scale is the one value the weights cannot tell: build with the fixture's true value.
+    net = SPEC.instantiate(det.scale, {**det.hparams, "res_scale": expected["res_scale"]}).eval()
+    net.load_state_dict(state, strict=True)
+    io = load_file(FIXTURES / case["io"])
+    x = io["input"].clone()
+    with torch.no_grad():
+        out = net(x)
+    assert torch.equal(x, io["input"]), "forward modified its input"
+    assert out.shape == io["output"].shape
+    assert (out - io["output"]).abs().max().item() < 1e-5
+
+
+def test_res_scale_assumption_matters_for_the_small_x3_fixture():
+    case = next(c for c in EDSR_CASES if c["hparams"]["res_scale"] == 0.1)
+    state = load_case_state(case)
+    det = SPEC.detect(state)
+    assert det.hparams["res_scale"] == 1.0  # 24 features: the baseline convention
+    net = SPEC.instantiate(det.scale, det.hparams).eval()
+    net.load_state_dict(state, strict=True)
+    io = load_file(FIXTURES / case["io"])
+    with torch.no_grad():
+        assumed_out = net(io["input"])
+    assert (assumed_out - io["output"]).abs().max().item() > 1e-3
+
+
+@pytest.mark.parametrize("path", EDSR_MANIFESTS, ids=lambda p: p.stem)
+def test_release_layout_detection_and_meta_instantiation(path):
+    info, state = manifest(path)
+    det = SPEC.detect(state)
+    assert det is not None
+    assert (det.scale, det.hparams) == (info["scale"], info["hparams"])
+    expected_shapes = {key: tuple(shape) for key, shape in info["tensors"].items()}
+    assert meta_shapes(det.scale, det.hparams) == expected_shapes
+
+
+@pytest.mark.parametrize("case", OTHER_CASES, ids=lambda c: c["file"])
+def test_other_architectures_checkpoints_are_not_edsr(case):
+    assert SPEC.detect(load_case_state(case)) is None
+
+
+@pytest.mark.parametrize("path", OTHER_MANIFESTS, ids=lambda p: p.stem)
+def test_other_architectures_layouts_are_not_edsr(path):
+    assert SPEC.detect(manifest(path)[1]) is None
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_basicsr_layout_round_trip(scale):
+    hparams = {"n_resblocks": 2, "n_feats": 8, "res_scale": 1.0, "layout": "basicsr"}
+    state = SPEC.instantiate(scale, hparams).state_dict()
+    basicsr_keys = {"conv_first.weight", "body.1.conv2.bias", "conv_after_body.weight", "upsample.0.weight"}
+    assert basicsr_keys | {"conv_last.bias"} <= set(state)
+    assert not any("mean" in key for key in state), "BasicSR keeps the mean out of its checkpoints"
+    det = SPEC.detect(state)
+    assert (det.scale, det.hparams, det.assumed) == (scale, hparams, ("res_scale",))
+
+
+def official_to_basicsr_key(key: str, n_resblocks: int) -> str:
+    parts = key.split(".")
+    if parts[0] == "head":
+        return "conv_first." + parts[-1]
+    if parts[0] == "tail":
+        return ("upsample." + ".".join(parts[2:])) if parts[1] == "0" else "conv_last." + parts[-1]
+    if parts[0] == "body" and parts[1] == str(n_resblocks):
+        return "conv_after_body." + parts[-1]
+    conv = {"0": "conv1", "2": "conv2"}[parts[3]]
+    return f"body.{parts[1]}.{conv}.{parts[-1]}"
+
+
+@pytest.mark.parametrize("scale,res_scale", [(4, 1.0), (3, 0.1)])
+def test_basicsr_layout_computes_the_official_function(scale, res_scale):
+    torch.manual_seed(0)
+    hparams = {"n_resblocks": 2, "n_feats": 8, "res_scale": res_scale}
+    official = SPEC.instantiate(scale, hparams).eval()
+    basicsr = SPEC.instantiate(scale, {**hparams, "layout": "basicsr"}).eval()
+    copied = {
+        official_to_basicsr_key(key, 2): value
+        for key, value in official.state_dict().items()
+        if not key.startswith(("sub_mean", "add_mean"))
+    }
+    basicsr.load_state_dict(copied, strict=True)
+    x = torch.rand(1, 3, 9, 11)
+    with torch.no_grad():
+        a, b = official(x), basicsr(x)
+    assert a.shape == (1, 3, 9 * scale, 11 * scale)
+    assert (a - b).abs().max().item() < 1e-5
+
+
+def test_stored_mean_shift_values_are_used_and_frozen():
+    case = EDSR_CASES[0]
+    state = dict(load_case_state(case))
+    state["add_mean.bias"] = state["add_mean.bias"] + 2.55  # a release whose mean drifted in training
+    det = SPEC.detect(state)
+    net = SPEC.instantiate(det.scale, det.hparams).eval()
+    net.load_state_dict(state, strict=True)
+    io = load_file(FIXTURES / case["io"])
+    with torch.no_grad():
+        out = net(io["input"])
+    assert torch.allclose(out, io["output"] + 0.01, atol=1e-5)
+    assert not any(p.requires_grad for name, p in net.named_parameters() if "mean" in name)
+    assert all(p.requires_grad for name, p in net.named_parameters() if "mean" not in name)
+
+
+@pytest.mark.parametrize("layout", ["official", "basicsr"])
+def test_blocks_are_the_residual_blocks(layout):
+    hparams = SPEC.resolve({"n_resblocks": 3, "n_feats": 8, "layout": layout})
+    net = SPEC.instantiate(2, hparams)
+    paths = SPEC.blocks(hparams)
+    assert paths == ("body.0", "body.1", "body.2")
+    assert SPEC.block_channels(hparams) == (8, 8, 8)
+    for path in paths:
+        assert type(net.get_submodule(path)).__name__.endswith("ResBlock")
+
+
+def test_preset_parameter_counts_match_the_paper():
+    def count(preset: str) -> int:
+        return SPEC.param_count(4, SPEC.resolve(preset=preset))
+
+    assert 1.45e6 < count("edsr-baseline") < 1.6e6  # paper: 1.5M
+    assert 42.5e6 < count("edsr") < 43.5e6  # paper: 43M
+    assert 0.1e6 < count("edsr-lite") < 0.4e6
+    assert SPEC.param_count(2, SPEC.resolve(preset="edsr-baseline")) < count("edsr-baseline")
+
+
+def test_inconsistent_upsampler_is_a_shape_error():
+    info, state = manifest(FIXTURES / "layouts" / "edsr_baseline_x2.json")
+    state["tail.0.0.weight"] = torch.empty(5 * 64, 64, 3, 3, device="meta")
+    with pytest.raises(ShapeMismatchError, match="tail.0"):
+        SPEC.detect(state)
+
+
+def test_unknown_layout_is_a_usage_error():
+    with pytest.raises(UsageError, match="layout"):
+        SPEC.instantiate(2, {"n_resblocks": 1, "n_feats": 4, "layout": "keras"})

@@ -1,0 +1,33 @@
+"""Run the real ``srdistill`` command in a subprocess and check the error contract."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run_cli(*args: str | Path, cwd: Path | None = None, env: dict | None = None, timeout: float = 120):
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "srdistill", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=timeout,
+    )
+
+
+def assert_one_line_error(result, *fragments: str, code: int | None = None) -> str:
+    """Non-zero exit, no traceback, exactly one line on stderr that contains every fragment."""
+    assert result.returncode != 0, result.stdout
+    if code is not None:
+        assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
