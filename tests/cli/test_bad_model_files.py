@@ -57,7 +57,7 @@ def test_safetensors_header_claims_more_than_file(tmp_path, out):
 
 
 def test_non_float_tensors(tmp_path, out):
-    model = build_model("edsr", 2, {"n_feats": 8, "n_resblocks": 1})
+    model = build_model("edsr-baseline", 2, {"n_feats": 8, "n_resblocks": 1})
     state = {k: v.to(torch.int32) if k == "head.0.weight" else v for k, v in model.net.state_dict().items()}
     src = tmp_path / "int.pth"
     torch.save(state, src)
@@ -65,7 +65,7 @@ def test_non_float_tensors(tmp_path, out):
 
 
 def test_nan_weights(tmp_path, out):
-    model = build_model("edsr", 2, {"n_feats": 8, "n_resblocks": 1})
+    model = build_model("edsr-baseline", 2, {"n_feats": 8, "n_resblocks": 1})
     state = model.net.state_dict()
     state["body.0.body.0.weight"][0, 0, 0, 0] = float("nan")
     src = tmp_path / "nan.pth"
@@ -114,7 +114,7 @@ def test_known_network_with_one_wrong_shape(tmp_path, out):
 
 
 def test_conflicting_metadata(tmp_path, out):
-    model = build_model("edsr", 2, {"n_feats": 8, "n_resblocks": 1})
+    model = build_model("edsr-baseline", 2, {"n_feats": 8, "n_resblocks": 1})
     good = save_model(model, tmp_path / "good.safetensors")
     from safetensors import safe_open
 
