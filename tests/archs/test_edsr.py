@@ -2,41 +2,30 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
-from safetensors.torch import load_file
+from official_fixtures import (
+    LAYOUTS,
+    assert_reproduces_official_output,
+    block_modules,
+    cases_except,
+    cases_for,
+    detect_release_layout,
+    load_case_io,
+    load_case_state,
+    loaded,
+    manifest_state,
+    manifests_except,
+    manifests_for,
+)
 
 from srdistill.archs.edsr import SPEC
 from srdistill.errors import ShapeMismatchError, UsageError
 
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "official"
-CASES = json.loads((FIXTURES / "cases.json").read_text())
-MANIFESTS = sorted((FIXTURES / "layouts").glob("*.json"))
-
-
-def load_case_state(case: dict) -> dict[str, torch.Tensor]:
-    state = torch.load(FIXTURES / case["file"], weights_only=True, map_location="cpu")
-    return state[case["wrapper"]] if case["wrapper"] else state
-
-
-def manifest(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    info = json.loads(path.read_text())
-    return info, {key: torch.empty(shape, device="meta") for key, shape in info["tensors"].items()}
-
-
-def meta_shapes(scale: int, hparams: dict) -> dict[str, tuple[int, ...]]:
-    with torch.device("meta"):
-        net = SPEC.instantiate(scale, hparams)
-    return {key: tuple(t.shape) for key, t in net.state_dict().items()}
-
-
-EDSR_CASES = [c for c in CASES if c["arch"] == "edsr"]
-OTHER_CASES = [c for c in CASES if c["arch"] != "edsr"]
-EDSR_MANIFESTS = [p for p in MANIFESTS if json.loads(p.read_text())["arch"] == "edsr"]
-OTHER_MANIFESTS = [p for p in MANIFESTS if p not in EDSR_MANIFESTS]
+EDSR_CASES = cases_for("edsr")
+OTHER_CASES = cases_except("edsr")
+EDSR_MANIFESTS = manifests_for("edsr")
+OTHER_MANIFESTS = manifests_except("edsr")
 
 
 def test_fixture_set_covers_both_res_scales():
@@ -59,15 +48,8 @@ def test_official_checkpoint_detects_loads_and_reproduces_output(case):
         assert det.hparams == expected
 
     # res_scale is the one value the weights cannot tell: build with the fixture's true value.
-    net = SPEC.instantiate(det.scale, {**det.hparams, "res_scale": expected["res_scale"]}).eval()
-    net.load_state_dict(state, strict=True)
-    io = load_file(FIXTURES / case["io"])
-    x = io["input"].clone()
-    with torch.no_grad():
-        out = net(x)
-    assert torch.equal(x, io["input"]), "forward modified its input"
-    assert out.shape == io["output"].shape
-    assert (out - io["output"]).abs().max().item() < 1e-5
+    net = loaded(SPEC, det.scale, {**det.hparams, "res_scale": expected["res_scale"]}, state)
+    assert_reproduces_official_output(net, case)
 
 
 def test_res_scale_assumption_matters_for_the_small_x3_fixture():
@@ -75,9 +57,8 @@ def test_res_scale_assumption_matters_for_the_small_x3_fixture():
     state = load_case_state(case)
     det = SPEC.detect(state)
     assert det.hparams["res_scale"] == 1.0  # 24 features: the baseline convention
-    net = SPEC.instantiate(det.scale, det.hparams).eval()
-    net.load_state_dict(state, strict=True)
-    io = load_file(FIXTURES / case["io"])
+    net = loaded(SPEC, det.scale, det.hparams, state)
+    io = load_case_io(case)
     with torch.no_grad():
         assumed_out = net(io["input"])
     assert (assumed_out - io["output"]).abs().max().item() > 1e-3
@@ -85,12 +66,7 @@ def test_res_scale_assumption_matters_for_the_small_x3_fixture():
 
 @pytest.mark.parametrize("path", EDSR_MANIFESTS, ids=lambda p: p.stem)
 def test_release_layout_detection_and_meta_instantiation(path):
-    info, state = manifest(path)
-    det = SPEC.detect(state)
-    assert det is not None
-    assert (det.scale, det.hparams) == (info["scale"], info["hparams"])
-    expected_shapes = {key: tuple(shape) for key, shape in info["tensors"].items()}
-    assert meta_shapes(det.scale, det.hparams) == expected_shapes
+    detect_release_layout(SPEC, path)
 
 
 @pytest.mark.parametrize("case", OTHER_CASES, ids=lambda c: c["file"])
@@ -100,7 +76,7 @@ def test_other_architectures_checkpoints_are_not_edsr(case):
 
 @pytest.mark.parametrize("path", OTHER_MANIFESTS, ids=lambda p: p.stem)
 def test_other_architectures_layouts_are_not_edsr(path):
-    assert SPEC.detect(manifest(path)[1]) is None
+    assert SPEC.detect(manifest_state(path)[1]) is None
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
@@ -150,9 +126,8 @@ def test_stored_mean_shift_values_are_used_and_frozen():
     state = dict(load_case_state(case))
     state["add_mean.bias"] = state["add_mean.bias"] + 2.55  # a release whose mean drifted in training
     det = SPEC.detect(state)
-    net = SPEC.instantiate(det.scale, det.hparams).eval()
-    net.load_state_dict(state, strict=True)
-    io = load_file(FIXTURES / case["io"])
+    net = loaded(SPEC, det.scale, det.hparams, state)
+    io = load_case_io(case)
     with torch.no_grad():
         out = net(io["input"])
     assert torch.allclose(out, io["output"] + 0.01, atol=1e-5)
@@ -163,12 +138,9 @@ def test_stored_mean_shift_values_are_used_and_frozen():
 @pytest.mark.parametrize("layout", ["official", "basicsr"])
 def test_blocks_are_the_residual_blocks(layout):
     hparams = SPEC.resolve({"n_resblocks": 3, "n_feats": 8, "layout": layout})
-    net = SPEC.instantiate(2, hparams)
-    paths = SPEC.blocks(hparams)
-    assert paths == ("body.0", "body.1", "body.2")
-    assert SPEC.block_channels(hparams) == (8, 8, 8)
-    for path in paths:
-        assert type(net.get_submodule(path)).__name__.endswith("ResBlock")
+    blocks = block_modules(SPEC, 2, hparams, ("body.0", "body.1", "body.2"), (8, 8, 8))
+    for block in blocks.values():
+        assert type(block).__name__.endswith("ResBlock")
 
 
 def test_preset_parameter_counts_match_the_paper():
@@ -182,7 +154,7 @@ def test_preset_parameter_counts_match_the_paper():
 
 
 def test_inconsistent_upsampler_is_a_shape_error():
-    info, state = manifest(FIXTURES / "layouts" / "edsr_baseline_x2.json")
+    _, state = manifest_state(LAYOUTS / "edsr_baseline_x2.json")
     state["tail.0.0.weight"] = torch.empty(5 * 64, 64, 3, 3, device="meta")
     with pytest.raises(ShapeMismatchError, match="tail.0"):
         SPEC.detect(state)

@@ -2,35 +2,28 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
-from safetensors.torch import load_file
+from official_fixtures import (
+    assert_official_case,
+    block_modules,
+    cases_except,
+    cases_for,
+    detect_as,
+    detect_release_layout,
+    load_case_state,
+    manifest_state,
+    manifests_except,
+    manifests_for,
+)
 
 from srdistill.archs.rcan import SPEC
 from srdistill.errors import ShapeMismatchError
 
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "official"
-CASES = json.loads((FIXTURES / "cases.json").read_text())
-MANIFESTS = sorted((FIXTURES / "layouts").glob("*.json"))
-
-
-def load_case_state(case: dict) -> dict[str, torch.Tensor]:
-    state = torch.load(FIXTURES / case["file"], weights_only=True, map_location="cpu")
-    return state[case["wrapper"]] if case["wrapper"] else state
-
-
-def manifest(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    info = json.loads(path.read_text())
-    return info, {key: torch.empty(shape, device="meta") for key, shape in info["tensors"].items()}
-
-
-RCAN_CASES = [c for c in CASES if c["arch"] == "rcan"]
-OTHER_CASES = [c for c in CASES if c["arch"] != "rcan"]
-RCAN_MANIFESTS = [p for p in MANIFESTS if json.loads(p.read_text())["arch"] == "rcan"]
-OTHER_MANIFESTS = [p for p in MANIFESTS if p not in RCAN_MANIFESTS]
+RCAN_CASES = cases_for("rcan")
+OTHER_CASES = cases_except("rcan")
+RCAN_MANIFESTS = manifests_for("rcan")
+OTHER_MANIFESTS = manifests_except("rcan")
 
 
 def test_fixtures_present():
@@ -40,32 +33,12 @@ def test_fixtures_present():
 
 @pytest.mark.parametrize("case", RCAN_CASES, ids=lambda c: c["file"])
 def test_official_checkpoint_detects_loads_and_reproduces_output(case):
-    state = load_case_state(case)
-    det = SPEC.detect(state)
-    assert det is not None
-    assert (det.scale, det.hparams, det.assumed) == (case["scale"], case["hparams"], ())
-
-    net = SPEC.instantiate(det.scale, det.hparams).eval()
-    net.load_state_dict(state, strict=True)
-    io = load_file(FIXTURES / case["io"])
-    x = io["input"].clone()
-    with torch.no_grad():
-        out = net(x)
-    assert torch.equal(x, io["input"]), "forward modified its input"
-    assert out.shape == io["output"].shape
-    assert (out - io["output"]).abs().max().item() < 1e-5
+    assert_official_case(SPEC, case)
 
 
 @pytest.mark.parametrize("path", RCAN_MANIFESTS, ids=lambda p: p.stem)
 def test_release_layout_detection_and_meta_instantiation(path):
-    info, state = manifest(path)
-    det = SPEC.detect(state)
-    assert det is not None
-    assert (det.scale, det.hparams) == (info["scale"], info["hparams"])
-    with torch.device("meta"):
-        net = SPEC.instantiate(det.scale, det.hparams)
-    shapes = {key: tuple(t.shape) for key, t in net.state_dict().items()}
-    assert shapes == {key: tuple(shape) for key, shape in info["tensors"].items()}
+    detect_release_layout(SPEC, path)
 
 
 @pytest.mark.parametrize("case", OTHER_CASES, ids=lambda c: c["file"])
@@ -75,7 +48,7 @@ def test_other_architectures_checkpoints_are_not_rcan(case):
 
 @pytest.mark.parametrize("path", OTHER_MANIFESTS, ids=lambda p: p.stem)
 def test_other_architectures_layouts_are_not_rcan(path):
-    assert SPEC.detect(manifest(path)[1]) is None
+    assert SPEC.detect(manifest_state(path)[1]) is None
 
 
 def test_edsr_does_not_claim_rcan_state_dicts():
@@ -84,23 +57,20 @@ def test_edsr_does_not_claim_rcan_state_dicts():
     # n_resblocks=2 puts the group's closing conv at body.0.body.2, an EDSR-looking key.
     assert "body.0.body.2.weight" in load_case_state(RCAN_CASES[0])
     assert EDSR.detect(load_case_state(RCAN_CASES[0])) is None
-    assert EDSR.detect(manifest(RCAN_MANIFESTS[0])[1]) is None
+    assert EDSR.detect(manifest_state(RCAN_MANIFESTS[0])[1]) is None
 
 
 @pytest.mark.parametrize("scale,reduction", [(3, 2), (4, 8)])
 def test_detection_round_trip(scale, reduction):
     hparams = {"n_resgroups": 3, "n_resblocks": 1, "n_feats": 8, "reduction": reduction}
-    det = SPEC.detect(SPEC.instantiate(scale, hparams).state_dict())
-    assert (det.scale, det.hparams) == (scale, hparams)
+    detect_as(SPEC, SPEC.instantiate(scale, hparams).state_dict(), scale, hparams)
 
 
 def test_blocks_are_the_residual_groups():
     hparams = SPEC.resolve({"n_resgroups": 2, "n_resblocks": 1, "n_feats": 8, "reduction": 4})
-    net = SPEC.instantiate(2, hparams)
-    assert SPEC.blocks(hparams) == ("body.0", "body.1")
-    assert SPEC.block_channels(hparams) == (8, 8)
-    for path in SPEC.blocks(hparams):
-        assert type(net.get_submodule(path)).__name__ == "ResidualGroup"
+    blocks = block_modules(SPEC, 2, hparams, ("body.0", "body.1"), (8, 8))
+    for block in blocks.values():
+        assert type(block).__name__ == "ResidualGroup"
 
 
 def test_preset_parameter_counts_match_the_paper():
@@ -117,7 +87,7 @@ def test_mean_shift_is_frozen_and_the_rest_trains():
 
 
 def test_reduction_that_no_integer_gives_is_a_shape_error():
-    _, state = manifest(RCAN_MANIFESTS[0])
+    _, state = manifest_state(RCAN_MANIFESTS[0])
     state["body.0.body.0.body.3.conv_du.0.weight"] = torch.empty(40, 64, 1, 1, device="meta")  # 64 // r is never 40
     with pytest.raises(ShapeMismatchError, match="conv_du"):
         SPEC.detect(state)

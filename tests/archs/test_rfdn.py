@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from official_fixtures import block_modules, detect_as, meta_state
 
 srdistill_rfdn = pytest.importorskip(
     "srdistill_rfdn", reason="plugin not installed: pip install -e plugins/srdistill-rfdn (CI installs it)"
@@ -43,11 +44,6 @@ ESA_CONVS = ["conv1", "conv_f", "conv_max", "conv2", "conv3", "conv3_", "conv4"]
 OFFICIAL_X4_PARAMS = 433_448
 
 
-def _meta_state(scale: int, hparams: dict) -> dict[str, torch.Tensor]:
-    with torch.device("meta"):
-        return SPEC.instantiate(scale, hparams).state_dict()
-
-
 def test_registered_through_plugin_entry_point():
     assert "rfdn" in ARCHS.ids()
     assert ARCHS.get("rfdn") is SPEC
@@ -55,7 +51,7 @@ def test_registered_through_plugin_entry_point():
 
 
 def test_official_x4_key_layout():
-    state = _meta_state(4, SPEC.resolve(preset="rfdn"))
+    state = meta_state(SPEC, 4, SPEC.resolve(preset="rfdn"))
     for key, shape in OFFICIAL_X4_SHAPES.items():
         assert tuple(state[key].shape) == shape, key
 
@@ -74,10 +70,7 @@ def test_official_x4_key_layout():
     [(4, {"nf": 50, "num_modules": 4}), (2, {"nf": 16, "num_modules": 2}), (3, {"nf": 12, "num_modules": 6})],
 )
 def test_detection_round_trip(scale, hparams):
-    det = SPEC.detect(_meta_state(scale, hparams))
-    assert det is not None
-    assert det.scale == scale
-    assert det.hparams == hparams
+    det = detect_as(SPEC, meta_state(SPEC, scale, hparams), scale, hparams)
     assert det.assumed == ()
 
 
@@ -95,7 +88,7 @@ def test_detect_ignores_other_layouts():
 
 
 def test_detect_reports_missing_block_by_key():
-    state = _meta_state(4, {"nf": 8, "num_modules": 3})
+    state = meta_state(SPEC, 4, {"nf": 8, "num_modules": 3})
     for key in [k for k in state if k.startswith("B3.")]:
         del state[key]
     with pytest.raises(ShapeMismatchError, match=r"c\.0\.weight"):
@@ -103,12 +96,7 @@ def test_detect_reports_missing_block_by_key():
 
 
 def test_blocks_are_modules_with_declared_channels():
-    hp = {"nf": 8, "num_modules": 3}
-    net = SPEC.instantiate(2, hp)
-    modules = dict(net.named_modules())
-    assert SPEC.blocks(hp) == ("B1", "B2", "B3")
-    assert all(name in modules for name in SPEC.blocks(hp))
-    assert SPEC.block_channels(hp) == (8, 8, 8)
+    block_modules(SPEC, 2, {"nf": 8, "num_modules": 3}, ("B1", "B2", "B3"), (8, 8, 8))
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])

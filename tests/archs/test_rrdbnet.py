@@ -3,23 +3,21 @@ RealESRGAN_x4plus key/shape manifest."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
-from safetensors.torch import load_file
+from official_fixtures import (
+    LAYOUTS,
+    assert_official_case,
+    block_modules,
+    cases_for,
+    detect_release_layout,
+    meta_state,
+)
 
 from srdistill.archs.rrdbnet import SPEC
 from srdistill.errors import ShapeMismatchError
 
-OFFICIAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "official"
-CASES = [c for c in json.loads((OFFICIAL / "cases.json").read_text()) if c["arch"] == "rrdbnet"]
-
-
-def _state(case: dict) -> dict[str, torch.Tensor]:
-    ckpt = torch.load(OFFICIAL / case["file"], weights_only=True)
-    return ckpt[case["wrapper"]] if case["wrapper"] else ckpt
+CASES = cases_for("rrdbnet")
 
 
 def test_fixtures_cover_x4_and_x2():
@@ -28,46 +26,18 @@ def test_fixtures_cover_x4_and_x2():
 
 @pytest.mark.parametrize("case", CASES, ids=[c["file"] for c in CASES])
 def test_fixture_detect_load_forward(case):
-    state = _state(case)
-    det = SPEC.detect(state)
-    assert det is not None
-    assert det.scale == case["scale"]
-    assert det.hparams == case["hparams"]
-    assert det.assumed == ()
-
-    net = SPEC.instantiate(det.scale, det.hparams).eval()
-    net.load_state_dict(state, strict=True)
-    io = load_file(OFFICIAL / case["io"])
-    x = io["input"].clone()
-    with torch.no_grad():
-        y = net(x)
-    assert y.shape == io["output"].shape
-    assert (y - io["output"]).abs().max().item() < 1e-5
-    assert torch.equal(x, io["input"]), "forward modified its input"
+    assert_official_case(SPEC, case)
 
 
 def test_manifest_detection_and_meta_instantiate():
-    manifest = json.loads((OFFICIAL / "layouts" / "rrdbnet_x4plus.json").read_text())
-    state = {k: torch.empty(shape, device="meta") for k, shape in manifest["tensors"].items()}
-    det = SPEC.detect(state)
-    assert det is not None
-    assert det.scale == manifest["scale"] == 4
-    assert det.hparams == manifest["hparams"]
+    info, det = detect_release_layout(SPEC, LAYOUTS / "rrdbnet_x4plus.json")
+    assert info["scale"] == 4
     assert det.hparams == SPEC.resolve(preset="rrdbnet")
-
-    with torch.device("meta"):
-        net = SPEC.instantiate(det.scale, det.hparams)
-    built = {k: list(v.shape) for k, v in net.state_dict().items()}
-    assert built == manifest["tensors"]
 
 
 def test_blocks_and_channels_match_module_tree():
     hp = {"num_feat": 8, "num_block": 3, "num_grow_ch": 4}
-    net = SPEC.instantiate(4, hp)
-    names = dict(net.named_modules())
-    assert SPEC.blocks(hp) == ("body.0", "body.1", "body.2")
-    assert all(b in names for b in SPEC.blocks(hp))
-    assert SPEC.block_channels(hp) == (8, 8, 8)
+    block_modules(SPEC, 4, hp, ("body.0", "body.1", "body.2"), (8, 8, 8))
 
 
 @pytest.mark.parametrize("scale", [1, 2, 4])
@@ -101,10 +71,10 @@ def test_tiny_input_too_small_to_reflect():
 
 
 def test_size_multiple():
-    assert SPEC.size_multiple({"scale": 4}) == 1
-    assert SPEC.size_multiple({"scale": 2}) == 2
-    assert SPEC.size_multiple({"scale": 1}) == 4
-    assert SPEC.size_multiple({}) == 4  # scale unknown: a multiple of every unshuffle factor
+    hp = SPEC.resolve()
+    assert SPEC.pad_multiple(hp, 4) == 1
+    assert SPEC.pad_multiple(hp, 2) == 2
+    assert SPEC.pad_multiple(hp, 1) == 4
 
 
 def test_detect_ignores_edsr_dict():
@@ -118,16 +88,14 @@ def test_detect_ignores_edsr_dict():
 
 
 def test_detect_rejects_non_rgb_with_named_key():
-    with torch.device("meta"):
-        state = SPEC.instantiate(4, {"num_feat": 8, "num_block": 1, "num_grow_ch": 4}).state_dict()
+    state = meta_state(SPEC, 4, {"num_feat": 8, "num_block": 1, "num_grow_ch": 4})
     state["conv_first.weight"] = torch.empty(8, 1, 3, 3, device="meta")
     with pytest.raises(ShapeMismatchError, match="conv_first.weight"):
         SPEC.detect(state)
 
 
 def test_zero_blocks_assumes_growth_channels():
-    with torch.device("meta"):
-        state = SPEC.instantiate(2, {"num_feat": 8, "num_block": 0, "num_grow_ch": 4}).state_dict()
+    state = meta_state(SPEC, 2, {"num_feat": 8, "num_block": 0, "num_grow_ch": 4})
     det = SPEC.detect(state)
     assert det.scale == 2
     assert det.hparams == {"num_feat": 8, "num_block": 0, "num_grow_ch": 32}

@@ -3,20 +3,26 @@ released layouts; the stored-vs-fresh shifted-window mask paths; refusals of uns
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
-from safetensors.torch import load_file
+from official_fixtures import (
+    LAYOUTS,
+    assert_official_case,
+    case_named,
+    cases_for,
+    detect_release_layout,
+    load_case_state,
+    loaded,
+    manifest_shapes,
+    meta_shapes,
+)
 
 from srdistill.archs._swin_blocks import shifted_window_mask
 from srdistill.archs.spec import TOKENS
 from srdistill.archs.swinir import SPEC
 from srdistill.errors import SrdistillError, UnknownArchitectureError, UsageError
 
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "official"
-CASES = [c for c in json.loads((FIXTURES / "cases.json").read_text()) if c["arch"] == "swinir"]
+CASES = cases_for("swinir")
 MANIFESTS = {
     "swinir_m_classical_x4.json": "swinir-m",
     "swinir_s_lightweight_x4.json": "swinir-s",
@@ -24,69 +30,27 @@ MANIFESTS = {
 }
 
 
-def _as_detected(hparams: dict) -> dict:
-    """cases.json spells tuples as JSON lists."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in hparams.items()}
-
-
-def _state(case: dict) -> dict[str, torch.Tensor]:
-    ckpt = torch.load(FIXTURES / case["file"], weights_only=True)
-    return ckpt[case["wrapper"]] if case["wrapper"] else ckpt
-
-
 def _loaded(case: dict) -> torch.nn.Module:
-    state = _state(case)
+    state = load_case_state(case)
     det = SPEC.detect(state)
-    net = SPEC.instantiate(det.scale, det.hparams).eval()
-    net.load_state_dict(state, strict=True)
-    return net
-
-
-def _meta_state(shapes: dict[str, list[int]]) -> dict[str, torch.Tensor]:
-    return {key: torch.empty(shape, device="meta") for key, shape in shapes.items()}
+    return loaded(SPEC, det.scale, det.hparams, state)
 
 
 def _classical_case() -> dict:
-    return next(c for c in CASES if c["file"] == "swinir_classical_small_x4.pth")
+    return case_named("swinir_classical_small_x4.pth")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["file"] for c in CASES])
 def test_official_fixture_detects_loads_and_reproduces_output(case):
-    state = _state(case)
-    det = SPEC.detect(state)
-    assert det is not None
-    assert det.scale == case["scale"]
-    assert det.hparams == _as_detected(case["hparams"])
-    assert det.assumed == ()
-
-    net = SPEC.instantiate(det.scale, det.hparams).eval()
-    net.load_state_dict(state, strict=True)
-    io = load_file(FIXTURES / case["io"])
-    x = io["input"]
-    before = x.clone()
-    with torch.no_grad():
-        out = net(x)
-    assert torch.equal(x, before), "forward modified its input"
-    assert out.shape == io["output"].shape
-    assert (out - io["output"]).abs().max().item() < 1e-5
+    assert_official_case(SPEC, case)
 
 
 @pytest.mark.parametrize("manifest", sorted(MANIFESTS))
 def test_released_layout_detected_from_shapes_and_rebuilt_exactly(manifest):
-    layout = json.loads((FIXTURES / "layouts" / manifest).read_text())
-    det = SPEC.detect(_meta_state(layout["tensors"]))
-    assert det is not None
-    assert det.scale == layout["scale"]
-    assert det.hparams == _as_detected(layout["hparams"])
-
-    def shapes(hparams):
-        with torch.device("meta"):
-            net = SPEC.instantiate(layout["scale"], hparams)
-        return {key: list(t.shape) for key, t in net.state_dict().items()}
-
-    assert shapes(det.hparams) == layout["tensors"]
+    info, _ = detect_release_layout(SPEC, LAYOUTS / manifest)
     # The preset named after the release builds exactly the released layout.
-    assert shapes(SPEC.resolve(preset=MANIFESTS[manifest])) == layout["tensors"]
+    preset = SPEC.resolve(preset=MANIFESTS[manifest])
+    assert meta_shapes(SPEC, info["scale"], preset) == manifest_shapes(info)
 
 
 def test_stored_mask_only_at_training_size_fresh_mask_otherwise():
@@ -114,7 +78,7 @@ def test_stored_mask_only_at_training_size_fresh_mask_otherwise():
 def test_blocks_emit_tokens_the_token_view_maps_to_feature_maps():
     case = _classical_case()
     net = _loaded(case)
-    hparams = SPEC.detect(_state(case)).hparams
+    hparams = SPEC.detect(load_case_state(case)).hparams
     paths = SPEC.blocks(hparams)
     assert paths == ("layers.0", "layers.1")
     assert SPEC.feature_view is TOKENS
@@ -151,13 +115,13 @@ def test_detect_ignores_other_architectures():
     edsr_like = {"head.0.weight": torch.zeros(64, 3, 3, 3), "body.0.body.0.weight": torch.zeros(64, 64, 3, 3)}
     assert SPEC.detect(edsr_like) is None
     # A Swin-family fork with modules SwinIR lacks (e.g. HAT's overlapping attention) is not ours.
-    fork = dict(_state(_classical_case()))
+    fork = dict(load_case_state(_classical_case()))
     fork["layers.0.residual_group.overlap_attn.qkv.weight"] = torch.zeros(72, 24)
     assert SPEC.detect(fork) is None
 
 
 def test_unsupported_variants_are_refused_with_a_named_error():
-    base = _state(_classical_case())
+    base = load_case_state(_classical_case())
     with_ape = {**base, "absolute_pos_embed": torch.zeros(1, 256, 24)}
     with pytest.raises(UnknownArchitectureError, match="absolute_pos_embed"):
         SPEC.detect(with_ape)

@@ -48,7 +48,11 @@ def _pixelshuffle_upsample(scale: int, num_feat: int) -> nn.Sequential:
 
 
 class SwinIR(nn.Module):
-    """SwinIR for RGB super-resolution. Input N x 3 x H x W in [0, 1], output N x 3 x sH x sW."""
+    """SwinIR for RGB super-resolution. Input N x 3 x H x W in [0, 1], output N x 3 x sH x sW.
+
+    The constructor is the spec's ``build``: keyword-only official names, checked here so that
+    an impossible combination fails with a named error before any layer is made.
+    """
 
     def __init__(
         self,
@@ -63,6 +67,8 @@ class SwinIR(nn.Module):
         upsampler: str,
         resi_connection: str,
     ):
+        depths, num_heads = tuple(int(d) for d in depths), tuple(int(h) for h in num_heads)
+        _check_hparams(scale, img_size, window_size, depths, embed_dim, num_heads, upsampler, resi_connection)
         super().__init__()
         self.scale = scale
         self.window_size = window_size
@@ -74,7 +80,7 @@ class SwinIR(nn.Module):
         self.conv_first = nn.Conv2d(3, embed_dim, 3, 1, 1)
         self.patch_embed = PatchEmbed(embed_dim)
         self.layers = nn.ModuleList(
-            RSTB(embed_dim, resolution, depth, heads, window_size, mlp_ratio, resi_connection)
+            RSTB(embed_dim, resolution, depth, heads, window_size, float(mlp_ratio), resi_connection)
             for depth, heads in zip(depths, num_heads)
         )
         self.norm = nn.LayerNorm(embed_dim)
@@ -132,19 +138,8 @@ class SwinIR(nn.Module):
         return out[:, :, : h * self.scale, : w * self.scale]
 
 
-def build(
-    *,
-    scale: int,
-    img_size: int,
-    window_size: int,
-    depths: tuple[int, ...],
-    embed_dim: int,
-    num_heads: tuple[int, ...],
-    mlp_ratio: float,
-    upsampler: str,
-    resi_connection: str,
-) -> SwinIR:
-    depths, num_heads = tuple(int(d) for d in depths), tuple(int(h) for h in num_heads)
+def _check_hparams(scale, img_size, window_size, depths, embed_dim, num_heads, upsampler, resi_connection) -> None:
+    """Refuse combinations the official constructor would build wrongly or crash on."""
     if upsampler not in UPSAMPLERS:
         raise UsageError(f"swinir upsampler must be one of {', '.join(UPSAMPLERS)}, not {upsampler!r}")
     if resi_connection not in RESI_CONNECTIONS:
@@ -158,17 +153,11 @@ def build(
         raise UsageError(f"swinir embed_dim {embed_dim} is not divisible by num_heads {bad_heads[0]}; pick a divisor")
     if img_size > window_size and img_size % window_size:
         raise UsageError(f"swinir img_size {img_size} must be a multiple of window_size {window_size}")
-    return SwinIR(
-        scale=scale,
-        img_size=img_size,
-        window_size=window_size,
-        depths=depths,
-        embed_dim=embed_dim,
-        num_heads=num_heads,
-        mlp_ratio=float(mlp_ratio),
-        upsampler=upsampler,
-        resi_connection=resi_connection,
-    )
+
+
+# The class is its own builder (its constructor checks the hyperparameters first), so the
+# keyword-only signature is written once.
+build = SwinIR
 
 
 # -- detection -----------------------------------------------------------------------------------
