@@ -2,18 +2,20 @@
 
 Pillow has no 16-bit multi-channel mode: it decodes 16-bit RGB, RGBA and gray+alpha PNGs to
 8 bits and cannot write them. This module covers exactly those PNGs (colour types 2, 4 and 6 at
-bit depth 16) with zlib and numpy; everything else goes through Pillow. Metadata chunks other than
-the ones written here are ignored by the decoder: ``imageio`` reads them through Pillow.
+bit depth 16) with zlib and numpy; everything else goes through Pillow. The decoder reads the
+metadata chunks the encoder writes (iCCP, pHYs, eXIf) and ignores the others.
 """
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import zlib
+from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["PngFormatError", "is_png16_color", "read_png16", "write_png16"]
+__all__ = ["DecodedPng", "PngFormatError", "is_png16_color", "read_png16", "write_png16"]
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # colour type -> samples per pixel
@@ -24,6 +26,12 @@ _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), 
 
 class PngFormatError(ValueError):
     """The PNG stream is malformed (the caller turns this into an ImageError)."""
+
+
+@dataclass
+class DecodedPng:
+    pixels: np.ndarray  # H x W x C uint16
+    info: dict = field(default_factory=dict)  # icc_profile / dpi / exif, named as Pillow names them
 
 
 def _read_header(data: bytes) -> tuple[int, int, int, int, int]:
@@ -108,35 +116,60 @@ def _unfilter(filtered: np.ndarray, bpp: int) -> np.ndarray:
     return recon[1:, 1:].reshape(rows, width * bpp).astype(np.uint8)
 
 
-def read_png16(data: bytes) -> np.ndarray:
+def _metadata(kind: bytes, body: bytes, info: dict) -> None:
+    if kind == b"iCCP":
+        name_end = body.find(b"\x00")
+        if name_end >= 0:
+            with contextlib.suppress(zlib.error):  # a damaged profile costs only the profile
+                info["icc_profile"] = zlib.decompress(body[name_end + 2 :])
+    elif kind == b"pHYs" and len(body) == 9:
+        ppm_x, ppm_y, unit = struct.unpack(">IIB", body)
+        if unit == 1:
+            info["dpi"] = (ppm_x * 0.0254, ppm_y * 0.0254)
+    elif kind == b"eXIf":
+        info["exif"] = b"Exif\x00\x00" + body  # the prefix Pillow uses for EXIF from any format
+
+
+def read_png16(data: bytes) -> DecodedPng:
     """Decode a 16-bit PNG of any colour type without palette into ``H x W x C`` uint16."""
     width, height, depth, color_type, interlace = _read_header(data)
     if depth != 16 or color_type not in _CHANNELS:
         raise PngFormatError(f"read_png16 handles 16-bit non-palette PNGs, got depth {depth} type {color_type}")
     channels = _CHANNELS[color_type]
-    idat = b"".join(body for kind, body in _chunks(data) if kind == b"IDAT")
-    try:
-        raw = zlib.decompress(idat)
-    except zlib.error as exc:
-        raise PngFormatError(f"PNG image data is truncated or corrupt ({exc})") from None
     bpp = 2 * channels
-    image = np.zeros((height, width, channels), dtype=np.uint16)
-    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
-    pos = 0
-    for x0, y0, dx, dy in passes:
+    passes = []
+    for x0, y0, dx, dy in _ADAM7 if interlace else ((0, 0, 1, 1),):
         pass_w = (width - x0 + dx - 1) // dx if width > x0 else 0
         pass_h = (height - y0 + dy - 1) // dy if height > y0 else 0
-        if pass_w == 0 or pass_h == 0:
-            continue  # empty Adam7 passes have no filter bytes at all
+        if pass_w and pass_h:  # empty Adam7 passes have no filter bytes at all
+            passes.append((x0, y0, dx, dy, pass_w, pass_h))
+    expected = sum(h * (1 + w * bpp) for *_, w, h in passes)
+
+    info: dict = {}
+    idat = []
+    for kind, body in _chunks(data):
+        if kind == b"IDAT":
+            idat.append(body)
+        else:
+            _metadata(kind, body, info)
+    # Bounded: a stream that inflates past the declared size (a zip bomb) is cut off, not expanded.
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(b"".join(idat), expected)
+    except zlib.error as exc:
+        raise PngFormatError(f"PNG image data is corrupt ({exc})") from None
+    if len(raw) < expected:
+        raise PngFormatError("PNG image data is shorter than its declared size (truncated)")
+
+    image = np.zeros((height, width, channels), dtype=np.uint16)
+    pos = 0
+    for x0, y0, dx, dy, pass_w, pass_h in passes:
         size = pass_h * (1 + pass_w * bpp)
-        chunk = np.frombuffer(raw, dtype=np.uint8, count=size, offset=pos) if pos + size <= len(raw) else None
-        if chunk is None:
-            raise PngFormatError("PNG image data is shorter than its declared size (truncated)")
+        chunk = np.frombuffer(raw, dtype=np.uint8, count=size, offset=pos)
         pos += size
         rows = _unfilter(chunk.reshape(pass_h, 1 + pass_w * bpp), bpp)
-        samples = rows.view(">u2").reshape(pass_h, pass_w, channels)
-        image[y0::dy, x0::dx] = samples
-    return image
+        image[y0::dy, x0::dx] = rows.view(">u2").reshape(pass_h, pass_w, channels)
+    return DecodedPng(image, info)
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
