@@ -163,3 +163,22 @@ def test_inconsistent_upsampler_is_a_shape_error():
 def test_unknown_layout_is_a_usage_error():
     with pytest.raises(UsageError, match="layout"):
         SPEC.instantiate(2, {"n_resblocks": 1, "n_feats": 4, "layout": "keras"})
+
+
+def test_bicubic_skip_predicts_a_residual_over_bicubic_and_survives_a_file_round_trip(tmp_path):
+    import torch.nn.functional as F
+
+    from srdistill import build_model, load_model, save_model
+
+    model = build_model("edsr-lite", 2, {"bicubic_skip": True, "n_resblocks": 1})
+    with torch.no_grad():
+        for p in model.net.tail.parameters():
+            p.zero_()  # the body then contributes nothing: output is exactly the bicubic image
+        x = torch.rand(1, 3, 9, 13)
+        expected = F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+        assert torch.allclose(model(x), expected, atol=1e-6)
+    assert set(model.net.state_dict()) == set(build_model("edsr-lite", 2, {"n_resblocks": 1}).net.state_dict())
+    loaded = load_model(save_model(model, tmp_path / "skip.safetensors"))
+    assert loaded.hparams["bicubic_skip"] is True
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ShapeMismatchError, UsageError
@@ -73,17 +74,24 @@ class MeanShiftedTrunk(nn.Module):
     that features captured by hooks are never modified afterwards.
     """
 
-    def __init__(self, head: nn.Module, body: nn.Module, tail: nn.Module):
+    def __init__(self, head: nn.Module, body: nn.Module, tail: nn.Module, *, bicubic_skip: int = 0):
         super().__init__()
         self.sub_mean = MeanShift(sign=-1)
         self.add_mean = MeanShift(sign=+1)
         self.head = head
         self.body = body
         self.tail = tail
+        # srdistill option (not in official releases, adds no weights): the network predicts the
+        # residual over a bicubic upsampling of its input. Small nets learn much faster with it.
+        self.bicubic_skip = bicubic_skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.head(self.sub_mean(x * RGB_RANGE))
-        res = self.body(x) + x
+        feat = self.head(self.sub_mean(x * RGB_RANGE))
+        res = self.body(feat) + feat
+        if self.bicubic_skip:
+            # The bicubic image carries the mean, so add_mean is not applied on this path.
+            base = F.interpolate(x, scale_factor=self.bicubic_skip, mode="bicubic", align_corners=False)
+            return self.tail(res) / RGB_RANGE + base
         return self.add_mean(self.tail(res)) / RGB_RANGE
 
 

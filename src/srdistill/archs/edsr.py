@@ -13,6 +13,9 @@ BasicSR layout (``basicsr/archs/edsr_arch.py``): ``conv_first``, ``body.N.conv1/
 the state dict and is applied as ``(x - mean) * 255`` ... ``/ 255 + mean``, the same function as
 the official MeanShift pair with its default values. The ``layout`` hyperparameter picks the key
 names; everything else (blocks, channels, hyperparameters) is shared.
+
+``bicubic_skip`` (srdistill's option, off for official checkpoints) makes the network predict the
+residual over a bicubic upsampling of its input; it adds no weights.
 """
 
 from __future__ import annotations
@@ -49,12 +52,13 @@ class ResBlock(nn.Module):
 
 
 class EDSR(MeanShiftedTrunk):
-    def __init__(self, *, scale: int, n_resblocks: int, n_feats: int, res_scale: float):
+    def __init__(self, *, scale: int, n_resblocks: int, n_feats: int, res_scale: float, bicubic_skip: bool = False):
         body = [ResBlock(n_feats, res_scale) for _ in range(n_resblocks)]
         super().__init__(
             head=nn.Sequential(default_conv(3, n_feats)),
             body=nn.Sequential(*body, default_conv(n_feats, n_feats)),
             tail=nn.Sequential(Upsampler(scale, n_feats), default_conv(n_feats, 3)),
+            bicubic_skip=scale if bicubic_skip else 0,
         )
 
 
@@ -90,11 +94,14 @@ class EDSRBasicSR(nn.Module):
         return self.conv_last(self.upsample(res)) / RGB_RANGE + mean
 
 
-def build(*, scale: int, n_resblocks: int, n_feats: int, res_scale: float, layout: str) -> nn.Module:
+def build(*, scale: int, n_resblocks: int, n_feats: int, res_scale: float, layout: str, bicubic_skip: bool) -> nn.Module:
     if layout not in LAYOUTS:
         raise UsageError(f"edsr layout must be one of {list(LAYOUTS)}, not {layout!r}")
-    net_class = EDSR if layout == "official" else EDSRBasicSR
-    return net_class(scale=scale, n_resblocks=n_resblocks, n_feats=n_feats, res_scale=float(res_scale))
+    if layout == "basicsr":
+        if bicubic_skip:
+            raise UsageError("edsr bicubic_skip is available with layout=official only")
+        return EDSRBasicSR(scale=scale, n_resblocks=n_resblocks, n_feats=n_feats, res_scale=float(res_scale))
+    return EDSR(scale=scale, n_resblocks=n_resblocks, n_feats=n_feats, res_scale=float(res_scale), bicubic_skip=bicubic_skip)
 
 
 def _detected(scale: int, n_feats: int, n_resblocks: int, layout: str) -> Detection:
@@ -107,6 +114,7 @@ def _detected(scale: int, n_feats: int, n_resblocks: int, layout: str) -> Detect
     # when it differs from the default, so official checkpoints detect to the official names alone.
     if layout != "official":
         hparams["layout"] = layout
+    # bicubic_skip (no weights) is never in official releases; srdistill files record it in metadata.
     return Detection(scale=scale, hparams=hparams, assumed=("res_scale",))
 
 
@@ -143,7 +151,7 @@ SPEC = ArchSpec(
     title="EDSR (Lim et al. 2017, Enhanced Deep Residual Networks)",
     build=build,
     detect=detect,
-    defaults={"n_resblocks": 16, "n_feats": 64, "res_scale": 1.0, "layout": "official"},
+    defaults={"n_resblocks": 16, "n_feats": 64, "res_scale": 1.0, "layout": "official", "bicubic_skip": False},
     small={"n_resblocks": 2, "n_feats": 16},
     presets={
         "edsr": {"n_resblocks": 32, "n_feats": 256, "res_scale": 0.1},
