@@ -46,8 +46,8 @@ class DataWarning(UserWarning):
 class TrainImage:
     name: str
     hr_size: tuple[int, int]  # (H, W) after --hr-downscale and cropping to a multiple of the scale
-    hr: np.ndarray | None  # 3 x H x W uint8, None when not cached
-    lr: np.ndarray | None  # 3 x H/s x W/s uint8
+    hr: np.ndarray | None  # H x W x 3 uint8, None when not cached
+    lr: np.ndarray | None  # H/s x W/s x 3 uint8
 
 
 @dataclass
@@ -65,7 +65,7 @@ class ImageSet:
         image = self.images[i]
         if image.hr is not None:
             return image.hr, image.lr
-        return decode_pair(self.pairs[i], self.scale, self.hr_downscale)
+        return decode_pair(self.pairs[i], self.scale, self.hr_downscale)[:2]
 
     @property
     def megapixels(self) -> float:
@@ -74,7 +74,7 @@ class ImageSet:
 
 # -- decoding ----------------------------------------------------------------------------------
 def to_rgb_uint8(pixels: np.ndarray) -> np.ndarray:
-    """H x W x C (C = 1..4, uint8 or uint16) -> 3 x H x W uint8; alpha dropped, gray repeated."""
+    """H x W x C (C = 1..4, uint8 or uint16) -> H x W x 3 uint8; alpha dropped, gray repeated."""
     arr = np.asarray(pixels)
     if arr.ndim == 2:
         arr = arr[:, :, None]
@@ -89,43 +89,46 @@ def to_rgb_uint8(pixels: np.ndarray) -> np.ndarray:
         arr = arr[:, :, :3]
     elif channels != 3:
         raise ImageError(f"unsupported number of channels {channels}")
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    return np.require(arr, requirements=["C", "W"])  # decoders may hand out read-only buffers
 
 
-def read_rgb(path: Path) -> np.ndarray:
+def read_rgb(path: Path) -> tuple[np.ndarray, bool]:
+    """(H x W x 3 uint8, whether the file is grayscale)."""
     from .imageio import read_image
 
-    return to_rgb_uint8(read_image(path).pixels)
+    pixels = read_image(path).pixels
+    gray = pixels.ndim == 2 or pixels.shape[2] in (1, 2)
+    return to_rgb_uint8(pixels), gray
 
 
-def bicubic_uint8(chw: np.ndarray, factor: float) -> np.ndarray:
-    """Shrink a 3 x H x W uint8 image by ``factor`` like MATLAB ``imresize`` on uint8 input."""
-    x = torch.from_numpy(chw).float()
+def bicubic_uint8(hwc: np.ndarray, factor: float) -> np.ndarray:
+    """Shrink an H x W x 3 uint8 image by ``factor`` like MATLAB ``imresize`` on uint8 input."""
+    x = torch.from_numpy(hwc.astype(np.float32)).permute(2, 0, 1)
     y = imresize(x, scale=1.0 / factor, matlab_uint8=True)
-    return y.to(torch.uint8).numpy()
+    return np.ascontiguousarray(y.to(torch.uint8).permute(1, 2, 0).numpy())
 
 
-def decode_pair(pair: ImagePair, scale: int, hr_downscale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """(HR, LR) as 3 x H x W uint8 with HR exactly ``scale`` times LR."""
-    hr = read_rgb(pair.hr)
+def decode_pair(pair: ImagePair, scale: int, hr_downscale: float = 1.0) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(HR, LR, grayscale) with HR and LR H x W x 3 uint8 and HR exactly ``scale`` times LR."""
+    hr, gray = read_rgb(pair.hr)
     if hr_downscale != 1.0:
         if pair.lr is not None:
             raise DataError("--hr-downscale cannot be used with paired LR folders (the LR files match the original HR)")
         hr = bicubic_uint8(hr, hr_downscale)
     if pair.lr is None:
-        h, w = (hr.shape[1] // scale) * scale, (hr.shape[2] // scale) * scale
+        h, w = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
         if h == 0 or w == 0:
-            raise ImageError(f"{hr.shape[2]}x{hr.shape[1]} is smaller than the scale x{scale}")
-        hr = np.ascontiguousarray(hr[:, :h, :w])  # MATLAB modcrop: keep the top-left corner
-        return hr, bicubic_uint8(hr, scale)
-    lr = read_rgb(pair.lr)
-    h, w = lr.shape[1] * scale, lr.shape[2] * scale
-    if hr.shape[1] < h or hr.shape[2] < w or hr.shape[1] >= h + scale or hr.shape[2] >= w + scale:
+            raise ImageError(f"{hr.shape[1]}x{hr.shape[0]} is smaller than the scale x{scale}")
+        hr = np.ascontiguousarray(hr[:h, :w])  # MATLAB modcrop: keep the top-left corner
+        return hr, bicubic_uint8(hr, scale), gray
+    lr, _ = read_rgb(pair.lr)
+    h, w = lr.shape[0] * scale, lr.shape[1] * scale
+    if hr.shape[0] < h or hr.shape[1] < w or hr.shape[0] >= h + scale or hr.shape[1] >= w + scale:
         raise DataError(
-            f"scale mismatch between paired folders: {pair.lr.name} is {lr.shape[2]}x{lr.shape[1]} but "
-            f"{pair.hr.name} is {hr.shape[2]}x{hr.shape[1]}, not x{scale} of it; check --scale and the LR folder"
+            f"scale mismatch between paired folders: {pair.lr.name} is {lr.shape[1]}x{lr.shape[0]} but "
+            f"{pair.hr.name} is {hr.shape[1]}x{hr.shape[0]}, not x{scale} of it; check --scale and the LR folder"
         )
-    return np.ascontiguousarray(hr[:, :h, :w]), lr
+    return np.ascontiguousarray(hr[:h, :w]), lr, gray
 
 
 def _available_memory() -> int:
@@ -137,6 +140,24 @@ def _available_memory() -> int:
     except OSError:
         pass
     return 4 * 1024**3
+
+
+def _decode_all(pairs: Sequence[ImagePair], scale: int, hr_downscale: float) -> Iterator[tuple[ImagePair, Any]]:
+    """(pair, (hr, lr, gray) or the exception) in order, decoded by a few threads (image decoders and
+    torch release the GIL) a bounded number ahead, so memory stays flat on any dataset size."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(pair: ImagePair):
+        try:
+            return decode_pair(pair, scale, hr_downscale)
+        except (ImageError, OSError, ValueError) as exc:
+            return exc
+
+    threads = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(threads) as pool:
+        for start in range(0, len(pairs), 2 * threads):
+            chunk = pairs[start : start + 2 * threads]
+            yield from zip(chunk, pool.map(one, chunk))
 
 
 def load_images(
@@ -151,7 +172,7 @@ def load_images(
 ) -> ImageSet:
     """Decode and check every image; unusable ones are skipped with one warning each.
 
-    Raises DataError when no image is left, naming the reasons.
+    Raises DataError when no image is left: then one message sums up the problems.
     """
     budget = {
         "memory": math.inf,
@@ -162,22 +183,22 @@ def load_images(
     images: list[TrainImage] = []
     kept: list[ImagePair] = []
     skipped: list[str] = []
+    problems: list[str] = []  # warned about only if the set is usable; else one error sums them up
     too_small = 0
-    for pair in pairs:
-        try:
-            hr, lr = decode_pair(pair, scale, hr_downscale)
-        except (ImageError, OSError, ValueError) as exc:
-            skipped.append(f"{pair.hr.name}: {exc}")
-            warnings.warn(f"skipping {pair.hr}: {exc}", DataWarning, stacklevel=2)
+    for pair, decoded in _decode_all(pairs, scale, hr_downscale):
+        if isinstance(decoded, Exception):
+            skipped.append(f"{pair.hr.name}: {decoded}")
+            problems.append(f"skipping {pair.hr}: {decoded}")
             continue
-        if lr.shape[1] < patch_size or lr.shape[2] < patch_size:
+        hr, lr, _ = decoded
+        if lr.shape[0] < patch_size or lr.shape[1] < patch_size:
             too_small += 1
             reason = (
-                f"{hr.shape[2]}x{hr.shape[1]} is smaller than one {patch_size * scale}x{patch_size * scale} HR patch "
+                f"{hr.shape[1]}x{hr.shape[0]} is smaller than one {patch_size * scale}x{patch_size * scale} HR patch "
                 f"({patch_size}x{patch_size} LR at x{scale})"
             )
             skipped.append(f"{pair.hr.name}: {reason}")
-            warnings.warn(f"skipping {pair.hr}: {reason}", DataWarning, stacklevel=2)
+            problems.append(f"skipping {pair.hr}: {reason}")
             continue
         size = hr.nbytes + lr.nbytes
         keep = used + size <= budget
@@ -187,7 +208,7 @@ def load_images(
             for image in images:
                 image.hr = image.lr = None
             budget = -1.0
-        images.append(TrainImage(pair.hr.name, (hr.shape[1], hr.shape[2]), hr if keep else None, lr if keep else None))
+        images.append(TrainImage(pair.hr.name, (hr.shape[0], hr.shape[1]), hr if keep else None, lr if keep else None))
         kept.append(pair)
     if not images:
         if too_small == len(pairs):
@@ -199,19 +220,21 @@ def load_images(
             f"none of the {len(pairs)} image(s) in {where or 'the data folder'} could be used "
             f"(first problem: {skipped[0]}); fix or replace the files"
         )
+    for problem in problems:
+        warnings.warn(problem, DataWarning, stacklevel=2)
     cached = all(image.hr is not None for image in images)
     return ImageSet(list(kept), images, scale, hr_downscale, cached, skipped)
 
 
 # -- sampling ----------------------------------------------------------------------------------
 def apply_transform(x: np.ndarray, code: int) -> np.ndarray:
-    """One of the 8 flips/rotations of a C x H x W array (bit 0: flip W, bit 1: flip H, bit 2: transpose)."""
+    """One of the 8 flips/rotations of an H x W x C array (bit 0: flip W, bit 1: flip H, bit 2: transpose)."""
     if code & 1:
-        x = x[:, :, ::-1]
+        x = x[:, ::-1]
     if code & 2:
-        x = x[:, ::-1, :]
+        x = x[::-1]
     if code & 4:
-        x = x.transpose(0, 2, 1)
+        x = x.transpose(1, 0, 2)
     return np.ascontiguousarray(x)
 
 
@@ -254,14 +277,26 @@ class PatchDataset(Dataset):
         plan = self.plan(index)
         hr, lr = self.images.arrays(plan.image)
         p, s = self.patch_size, self.images.scale
-        lr_patch = lr[:, plan.top : plan.top + p, plan.left : plan.left + p]
-        hr_patch = hr[:, plan.top * s : (plan.top + p) * s, plan.left * s : (plan.left + p) * s]
+        lr_patch = lr[plan.top : plan.top + p, plan.left : plan.left + p]
+        hr_patch = hr[plan.top * s : (plan.top + p) * s, plan.left * s : (plan.left + p) * s]
         return {
-            "lr": torch.from_numpy(apply_transform(lr_patch, plan.transform)),
-            "hr": torch.from_numpy(apply_transform(hr_patch, plan.transform)),
+            "lr": apply_transform(lr_patch, plan.transform),
+            "hr": apply_transform(hr_patch, plan.transform),
             "index": index,
             "image": plan.image,
         }
+
+
+def collate_patches(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack H x W x 3 patches into N x 3 x H x W uint8 tensors *in channels_last layout* (a
+    permuted view of the stacked array): the step wants that layout, so no copy converts it.
+    (``torch.stack`` of small uint8 tensors is also surprisingly slow on CPU: ~100x numpy here.)"""
+    return {
+        "lr": torch.from_numpy(np.stack([it["lr"] for it in items])).permute(0, 3, 1, 2),
+        "hr": torch.from_numpy(np.stack([it["hr"] for it in items])).permute(0, 3, 1, 2),
+        "index": torch.tensor([it["index"] for it in items], dtype=torch.int64),
+        "image": torch.tensor([it["image"] for it in items], dtype=torch.int64),
+    }
 
 
 class StreamBatches(Sampler[list[int]]):
@@ -308,6 +343,7 @@ def patch_loader(
     return DataLoader(
         dataset,
         batch_sampler=StreamBatches(start, batch_size, rank, world_size),
+        collate_fn=collate_patches,
         num_workers=workers,
         pin_memory=pin_memory,
         **extra,
@@ -318,8 +354,9 @@ def patch_loader(
 @dataclass
 class ValImage:
     name: str
-    lr: np.ndarray  # 3 x h x w uint8
-    hr: np.ndarray  # 3 x sh x sw uint8
+    lr: np.ndarray  # h x w x 3 uint8
+    hr: np.ndarray  # sh x sw x 3 uint8
+    gray: bool = False  # measured on its gray values, as the benchmark scripts do (see metrics)
 
 
 def hold_out(contents: FolderContents, fraction: float, seed: int) -> tuple[list[ImagePair], list[ImagePair]]:
@@ -342,17 +379,17 @@ def load_validation(pairs: Sequence[ImagePair], *, scale: int, crop: int = 0, hr
     out = []
     for pair in pairs:
         try:
-            hr, lr = decode_pair(pair, scale, hr_downscale)
+            hr, lr, gray = decode_pair(pair, scale, hr_downscale)
         except (ImageError, OSError, ValueError) as exc:
             warnings.warn(f"skipping validation image {pair.hr}: {exc}", DataWarning, stacklevel=2)
             continue
         if crop > 0:
             size = max(1, crop // scale)
-            h, w = lr.shape[1], lr.shape[2]
+            h, w = lr.shape[0], lr.shape[1]
             top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
-            lr = np.ascontiguousarray(lr[:, top : top + size, left : left + size])
-            hr = np.ascontiguousarray(hr[:, top * scale : (top + size) * scale, left * scale : (left + size) * scale])
-        out.append(ValImage(pair.hr.name, lr, hr))
+            lr = np.ascontiguousarray(lr[top : top + size, left : left + size])
+            hr = np.ascontiguousarray(hr[top * scale : (top + size) * scale, left * scale : (left + size) * scale])
+        out.append(ValImage(pair.hr.name, lr, hr, gray))
     return out
 
 

@@ -88,8 +88,12 @@ class TrainConfig:
 KNOWN_KEYS = tuple(f.name for f in fields(TrainConfig))
 
 
-def _field_default(name: str) -> Any:
-    return TrainConfig().__dict__[name]
+def known_keys(cls: type[TrainConfig] = TrainConfig) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+def _field_default(cls: type[TrainConfig], name: str) -> Any:
+    return cls().__dict__[name]
 
 
 def normalise_key(key: str) -> str:
@@ -117,9 +121,9 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
-def _typed(key: str, value: Any, source: str) -> Any:
+def _typed(key: str, value: Any, source: str, cls: type[TrainConfig]) -> Any:
     """Give a raw value (str from the CLI, TOML scalar) the type its key needs."""
-    default = _field_default(key)
+    default = _field_default(cls, key)
 
     def bad(expected: str):
         return UsageError(f"{source}: {key} = {value!r} is not {expected}")
@@ -169,20 +173,22 @@ def _typed(key: str, value: Any, source: str) -> Any:
     return str(value)
 
 
-def typed_values(values: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """Normalise keys, reject unknown ones, type every value."""
+def typed_values(values: Mapping[str, Any], source: str, cls: type[TrainConfig] = TrainConfig) -> dict[str, Any]:
+    """Normalise keys, reject unknown ones, type every value. ``cls`` may be a subclass of
+    TrainConfig with more fields (a command built on the engine, e.g. ``distill``)."""
+    known = known_keys(cls)
     out: dict[str, Any] = {}
     for raw_key, value in values.items():
         key = normalise_key(raw_key)
-        if key not in KNOWN_KEYS:
-            close = [k for k in KNOWN_KEYS if k.split("_")[0] == key.split("_")[0]]
+        if key not in known:
+            close = [k for k in known if k.split("_")[0] == key.split("_")[0]]
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise UsageError(f"{source}: unknown key {raw_key!r}{hint}; known keys: {', '.join(KNOWN_KEYS)}")
-        out[key] = _typed(key, value, source)
+            raise UsageError(f"{source}: unknown key {raw_key!r}{hint}; known keys: {', '.join(known)}")
+        out[key] = _typed(key, value, source, cls)
     return out
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
+def read_toml(path: str | Path, cls: type[TrainConfig] = TrainConfig) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"config file {path} does not exist (check the --config path)")
@@ -190,10 +196,10 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
-    return typed_values(raw, str(path))
+    return typed_values(raw, str(path), cls)
 
 
-def resolve(*layers: Mapping[str, Any]) -> TrainConfig:
+def resolve(*layers: Mapping[str, Any], cls: type[TrainConfig] = TrainConfig) -> TrainConfig:
     """Apply typed layers in order (later wins) over the defaults, then validate."""
     merged: dict[str, Any] = {}
     for layer in layers:
@@ -202,7 +208,7 @@ def resolve(*layers: Mapping[str, Any]) -> TrainConfig:
                 merged["arch_opt"] = {**merged.get("arch_opt", {}), **value}
             else:
                 merged[key] = value
-    config = TrainConfig(**{k: v for k, v in merged.items() if v is not None})
+    config = cls(**{k: v for k, v in merged.items() if v is not None})
     validate(config)
     return config
 
@@ -267,3 +273,39 @@ def to_toml(values: Mapping[str, Any]) -> str:
             continue
         lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
     return "\n".join(lines) + "\n"
+
+
+def run_dir_of_checkpoint(path: str | Path) -> Path | None:
+    path = Path(path)
+    return path.parent.parent if path.parent.name == "checkpoints" else None
+
+
+def build_config(
+    flags: Mapping[str, Any], config_file: str | Path | None = None, cls: type[TrainConfig] = TrainConfig
+) -> TrainConfig:
+    """The resolved configuration of an invocation: defaults < the run's saved config.toml (when
+    resuming) < ``config_file`` < ``flags`` (None values in ``flags`` mean "not given")."""
+    cli = typed_values({k: v for k, v in flags.items() if v is not None and v != {}}, "command line", cls)
+    file_layer = read_toml(config_file, cls) if config_file else {}
+    resume = cli.get("resume", file_layer.get("resume"))
+    base: dict[str, Any] = {}
+    if resume:
+        run_dir = cli.get("run_dir") or file_layer.get("run_dir")
+        if run_dir is None and resume != "auto":
+            run_dir = run_dir_of_checkpoint(resume)
+        if run_dir is None:
+            raise UsageError("--resume auto needs --run-dir (the run folder to continue)")
+        saved = Path(run_dir) / "config.toml"
+        if saved.is_file():
+            base = read_toml(saved, cls)
+            asked = cli.get("arch", file_layer.get("arch"))
+            if asked is not None and asked != base.get("arch"):
+                base.pop("arch_opt", None)  # overrides of the run's own preset mean nothing for another
+        base["run_dir"] = str(run_dir)
+    return resolve(base, file_layer, cli, cls=cls)
+
+
+def normalise(config: TrainConfig) -> TrainConfig:
+    """Type and check a TrainConfig built in Python (``max_time="30m"``, ``steps="100"``...)."""
+    values = {k: v for k, v in asdict(config).items() if v is not None}
+    return resolve(typed_values(values, "training configuration", type(config)), cls=type(config))

@@ -34,15 +34,15 @@ class DistContext:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def any(self, flags: torch.Tensor) -> torch.Tensor:
-        """Element-wise logical OR of a small float/int flag vector over all ranks."""
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Element-wise sum of a small vector over all ranks (flags are 0/1, so a sum > 0 is "any")."""
         if self.distributed:
-            flags = flags.to(self._comm_device())
-            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        return flags.cpu()
+            values = values.to(self._comm_device())
+            dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        return values.cpu()
 
     def all_ok(self, ok: bool) -> bool:
-        return not bool(self.any(torch.tensor([0.0 if ok else 1.0]))[0])
+        return not bool(self.sum(torch.tensor([0.0 if ok else 1.0]))[0])
 
     def broadcast_object(self, value):
         if not self.distributed:

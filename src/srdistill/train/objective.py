@@ -11,14 +11,16 @@ signals, logging); an objective owns what is specific to a method:
   the student's model file;
 * ``frozen()`` returns models that are used but not trained (a teacher): moved to the device,
   put in eval mode with gradients off, kept out of DDP (nothing to synchronise) and out of
-  checkpoints.
+  checkpoints;
+* ``prepare(data)`` is called once the training images are loaded and the frozen models are on
+  their device (also on resume, on every rank), e.g. to cache a teacher's outputs per image.
 
 The plain supervised objective (L1 to the HR patch) is the default and the reference for others.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +39,17 @@ class Batch:
     image: torch.Tensor  # training-image index of each sample (int64, CPU)
 
 
+@dataclass
+class TrainingData:
+    """What the engine knows once the training images are loaded (given to ``Objective.prepare``)."""
+
+    dataset: Any  # data.dataset.PatchDataset: ``plan(index)``, ``patch_size`` and ``images``
+    device: torch.device
+    autocast: Callable[[], Any]  # a context manager in the run's precision
+    processes_per_node: int = 1
+    note: Callable[[str], None] = lambda text: None  # a message for the user (rank 0 shows it)
+
+
 class Objective:
     """Base class with the defaults; subclass and override ``losses`` (and the rest as needed)."""
 
@@ -52,6 +65,9 @@ class Objective:
 
     def frozen(self) -> dict[str, nn.Module]:
         return {}
+
+    def prepare(self, data: TrainingData) -> None:
+        """Called once before the first step; nothing by default."""
 
     def losses(self, batch: Batch, student: nn.Module) -> dict[str, torch.Tensor]:
         raise NotImplementedError

@@ -1,0 +1,75 @@
+"""Device, thread count and precision: the fast settings are the defaults.
+
+Measured on the 2-core CPU this was developed on (benchmarks/RESULTS.md): ``channels_last``
+helps every convolutional preset; bf16 autocast helps only where the CPU has native bf16
+(AVX512-BF16 or AMX) and is several times *slower* where oneDNN has to emulate it, so ``auto``
+picks bf16 only there (and on CUDA GPUs with bf16 support), float32 elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+
+import torch
+
+from ..errors import UsageError
+
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: this machine has no usable CUDA GPU (use --device cpu)")
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {name}: only cpu and cuda are supported for training")
+    return device
+
+
+def physical_cores() -> int:
+    """Cores this process may run on, counting hyper-threads once (they share the FMA units)."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in allowed:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list") as fh:
+                cores.add(fh.read().strip())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, len(cores))
+
+
+def default_threads(processes_per_node: int = 1) -> int:
+    return max(1, physical_cores() // max(1, processes_per_node))
+
+
+def native_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in checks if check is not None)
+
+
+def resolve_precision(requested: str, device: torch.device, safe_dtypes, arch: str) -> str:
+    """The precision to train in; an explicit one the architecture is unsafe in is refused."""
+    safe = {d for d in safe_dtypes}
+    if requested == "auto":
+        return "bf16" if native_bf16(device) and torch.bfloat16 in safe else "fp32"
+    dtype = PRECISION_DTYPES[requested]
+    if dtype not in safe:
+        names = ", ".join(k for k, v in PRECISION_DTYPES.items() if v in safe)
+        raise UsageError(f"{arch} is not numerically safe in {requested} (its spec allows {names}); choose one of those with --precision")
+    return requested
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=PRECISION_DTYPES[precision])

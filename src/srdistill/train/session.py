@@ -1,0 +1,341 @@
+"""A training run's state and files: run folder, data, model and optimiser set-up, checkpoints
+and resume. The step loop that drives it is :mod:`srdistill.train.loop`."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..data.dataset import (
+    PatchDataset,
+    default_workers,
+    find_training_images,
+    hold_out,
+    load_images,
+    load_validation,
+)
+from ..errors import DataError, SrdistillError, UsageError
+from ..io.atomic import atomic_write, check_writable
+from ..io.checkpoints import CheckpointError, list_checkpoints, load_checkpoint, load_latest, save_checkpoint
+from ..models import SRModel
+from ..registry import find_preset, get_arch
+from .config import TrainConfig, to_toml
+from .ddp import DistContext
+from .ema import ModelEMA
+from .machine import autocast
+from .objective import Objective, StepModule, Supervised, TrainingData
+from .progress import TrainCallback
+from .records import MetricsLog, draw_curve
+from .seeding import capture_rng, restore_rng, seed_everything, seed_rank_stream
+
+
+def model_identity(model: SRModel) -> dict[str, Any]:
+    return {"arch": model.spec.id, "scale": model.scale, "hparams": json.loads(json.dumps(model.hparams))}
+
+
+def _identity_text(identity: dict[str, Any]) -> str:
+    short = ", ".join(f"{k}={v}" for k, v in identity["hparams"].items())
+    return f"{identity['arch']} x{identity['scale']} ({short})"
+
+
+def build_student(config: TrainConfig) -> SRModel:
+    """The preset (or arch id) with ``arch_opt`` overrides, initialised from the run seed."""
+    try:
+        spec, preset = find_preset(config.arch)
+    except UsageError:
+        from ..registry import ARCHS
+
+        if config.arch not in ARCHS.ids():
+            raise
+        spec, preset = get_arch(config.arch), None
+    hparams = spec.resolve(config.arch_opt, preset=preset)
+    seed_everything(config.seed)
+    return SRModel(spec, config.scale, hparams, spec.instantiate(config.scale, hparams))
+
+
+def default_run_dir(config: TrainConfig) -> str:
+    name = config.arch.replace("/", "_") if config.arch else "run"
+    return str(Path("runs") / f"{name}-x{config.scale}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+class RunState:
+    """Everything a run holds between steps, and how it is built, saved and restored."""
+
+    def __init__(self, config, ctx: DistContext, device, objective, student, callback, provenance):
+        self.config: TrainConfig = copy.deepcopy(config)
+        self.ctx = ctx
+        self.device: torch.device = device
+        self.objective_arg = objective
+        self.student_arg = student
+        self.callback: TrainCallback = callback
+        self.provenance = provenance
+        self.step = 0
+        self.samples_seen = 0
+        self.elapsed_before = 0.0
+        self.last_val: dict[str, Any] | None = None
+        self.resumed_from: Path | None = None
+        self.log: MetricsLog | None = None
+
+    # -- messages ---------------------------------------------------------------------------------
+    def note(self, text: str) -> None:
+        if self.ctx.is_main:
+            self.callback.on_message(text)
+
+    # -- setup --------------------------------------------------------------------------------------
+
+    def _differs_from_preset(self, key: str) -> bool:
+        spec = self.student.spec
+        try:
+            _, preset = find_preset(self.config.arch) if self.config.arch else (spec, None)
+        except UsageError:
+            preset = None
+        base = spec.resolve(preset=preset)
+        return base.get(key) != self.student.hparams[key]
+
+    def _setup_run_dir(self) -> None:
+        c = self.config
+        if c.run_dir is None:
+            c.run_dir = default_run_dir(c)
+        c.run_dir = self.ctx.broadcast_object(c.run_dir)  # a default name holds a timestamp
+        self.run_dir = Path(c.run_dir)
+        self.output = Path(c.output) if c.output else self.run_dir / "model.safetensors"
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise UsageError(f"--run-dir {self.run_dir} is a file; give a folder")
+        fresh = not c.resume
+        has_run = (self.run_dir / "config.toml").exists() or bool(list_checkpoints(self.run_dir))
+        if fresh and has_run:
+            raise UsageError(
+                f"run folder {self.run_dir} already holds a run; continue it with --resume auto, or choose another --run-dir"
+            )
+        if c.output:
+            check_writable(self.output, overwrite=c.overwrite)
+
+    def _find_resume(self) -> dict[str, Any] | None:
+        c = self.config
+        if not c.resume:
+            return None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if c.resume == "auto":
+                found = load_latest(self.run_dir)
+            else:
+                path = Path(c.resume)
+                try:
+                    found = (path, load_checkpoint(path))
+                except CheckpointError as exc:
+                    raise CheckpointError(f"{exc}; use --resume auto to fall back to the newest readable checkpoint") from None
+        for w in caught:
+            self.note(str(w.message))
+        if found is None:
+            self.note(f"no checkpoint in {self.run_dir}; starting a new run")
+            return None
+        self.resumed_from, state = found
+        return state
+
+    def _build_data(self) -> None:
+        c = self.config
+        contents = find_training_images(c.data, c.scale)
+        # Absolute, so that the saved config resumes from any working directory.
+        c.data = str(Path(c.data).expanduser().resolve())
+        if c.val_data:
+            c.val_data = str(Path(c.val_data).expanduser().resolve())
+        if contents.paired and c.hr_downscale != 1.0:
+            raise DataError(
+                f"--hr-downscale cannot be used with the paired folder {contents.lr_dir} (its LR files match the original HR); "
+                f"point --data at the HR folder alone to generate LR"
+            )
+        val_pairs = []
+        if c.val_data:  # one set (Set5/) or a folder of sets (benchmarks/), as `eval` takes them
+            from ..evaluate import find_sets
+
+            val_pairs = [pair for eval_set in find_sets(c.val_data, c.scale) for pair in eval_set.pairs]
+        train_pairs, held_out = hold_out(contents, c.val_fraction, c.seed)
+        val_pairs = val_pairs or held_out
+        self.images = load_images(
+            train_pairs,
+            scale=c.scale,
+            patch_size=c.patch_size,
+            hr_downscale=c.hr_downscale,
+            cache=c.cache,
+            processes_per_node=self.ctx.local_world_size,
+            where=str(contents.hr_dir),
+        )
+        self.val_images = []
+        if val_pairs and self.ctx.is_main:
+            downscale = c.hr_downscale if not c.val_data else 1.0
+            self.val_images = load_validation(val_pairs, scale=c.scale, crop=c.val_crop, hr_downscale=downscale)
+        self.dataset = PatchDataset(self.images, patch_size=c.patch_size, seed=c.seed)
+        self.workers = c.workers if c.workers >= 0 else default_workers(self.device.type, self.images.cached)
+        self.data_summary = {
+            "data": str(contents.hr_dir),
+            "lr_source": str(contents.lr_dir) if contents.lr_dir else "generated (MATLAB bicubic)",
+            "images": len(self.images.images),
+            "skipped": len(self.images.skipped),
+            "megapixels": round(self.images.megapixels, 2),
+            "hr_downscale": c.hr_downscale,
+            "cached": self.images.cached,
+            "validation_images": len(val_pairs),
+        }
+
+    def _build_training(self) -> None:
+        c = self.config
+        net = self.student.net.to(self.device)
+        if c.channels_last:
+            net.to(memory_format=torch.channels_last)
+        net.train()
+        objective = self.objective_arg if self.objective_arg is not None else Supervised()
+        if not isinstance(objective, Objective) and callable(objective):
+            objective = objective(self.student)
+        self.objective: Objective = objective
+        for module in objective.frozen().values():
+            module.to(self.device).eval().requires_grad_(False)
+            if c.channels_last:
+                module.to(memory_format=torch.channels_last)
+        prepare = getattr(objective, "prepare", None)  # duck-typed objectives may not have it
+        if prepare is not None:
+            device, precision = self.device, self.precision
+            prepare(TrainingData(self.dataset, device, lambda: autocast(device, precision),
+                                 self.ctx.local_world_size, self.note))
+        self.step_module = StepModule(net, objective).to(self.device)
+        if self.ctx.distributed:
+            import inspect
+
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            # SR networks carry constant buffers only (mean shifts, attention masks); they are
+            # identical after DDP's initial sync, so re-broadcasting them each step is waste.
+            newer = "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters
+            no_buffer_sync = {"forward_sync_buffers": False} if newer else {"broadcast_buffers": False}
+            self.model = DDP(
+                self.step_module,
+                # None: the module is already on its device and the batch is prepared by us, so DDP
+                # must not move inputs (Batch.index/image stay on the CPU for methods that cache).
+                device_ids=None,
+                find_unused_parameters=objective.find_unused_parameters,
+                **no_buffer_sync,
+            )
+        else:
+            self.model = self.step_module
+        self.params = [p for p in self.step_module.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=c.lr, betas=(0.9, 0.99), weight_decay=c.weight_decay)
+        self.ema = ModelEMA(net, c.ema) if c.ema > 0 else None
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def _checkpoint_state(self, rng_states: list) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "version": __version__,
+            "step": self.step,
+            "model": self.step_module.student.state_dict(),
+            "extras": {name: m.state_dict() for name, m in self.step_module.extras.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"schedule": self.config.schedule, "step": self.step, "lr": self.current_lr},
+            "ema": self.ema.state_dict() if self.ema else None,
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "rng": rng_states,
+            # The data stream is counter based (data.dataset): its position is all the state the
+            # loader and every worker have, whatever the number of workers or ranks.
+            "data": {"samples_seen": self.samples_seen, "seed": self.config.seed, "world_size": self.ctx.world_size,
+                     "batch_size": self.config.batch_size},
+            "config": self.config.stored(),
+            "arch": model_identity(self.student),
+            "objective": {"name": self.objective.name, "modules": sorted(self.step_module.extras.keys())},
+            "elapsed": self._elapsed(),
+            "last_val": self.last_val,
+        }
+
+    def _gather_rng(self) -> list:
+        mine = capture_rng()
+        if not self.ctx.distributed:
+            return [mine]
+        import torch.distributed as dist
+
+        gathered = [None] * self.ctx.world_size if self.ctx.is_main else None
+        dist.gather_object(mine, gathered, dst=0)
+        return gathered
+
+    def save_checkpoint(self) -> Path | None:
+        rng = self._gather_rng()
+        error: SrdistillError | None = None
+        path = None
+        if self.ctx.is_main:
+            try:
+                path = save_checkpoint(self._checkpoint_state(rng), self.run_dir, keep=self.config.keep_checkpoints)
+                self._draw_curve()
+            except SrdistillError as exc:
+                error = exc
+        if not self.ctx.all_ok(error is None):
+            raise error or SrdistillError("rank 0 could not write the checkpoint (see its message)")
+        self.last_checkpoint_time = time.monotonic()
+        return path
+
+    def _check_identity(self, state: dict[str, Any]) -> None:
+        mine, theirs = model_identity(self.student), state["arch"]
+        if mine != theirs:
+            raise UsageError(
+                f"cannot resume from {self.resumed_from}: it was made with {_identity_text(theirs)} "
+                f"but this run builds {_identity_text(mine)}; resume with the same --arch/--arch-opt/--scale, "
+                f"or start a new --run-dir"
+            )
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        extras = sorted(self.step_module.extras.keys())
+        if state["objective"]["name"] != self.objective.name or state["objective"]["modules"] != extras:
+            raise UsageError(
+                f"cannot resume from {self.resumed_from}: it was trained with objective {state['objective']['name']!r} "
+                f"(modules {state['objective']['modules']}), this run uses {self.objective.name!r} (modules {extras})"
+            )
+        self.step_module.student.load_state_dict(state["model"])
+        for name, module in self.step_module.extras.items():
+            module.load_state_dict(state["extras"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            if state["ema"] is not None:
+                self.ema.load_state_dict(state["ema"])
+            else:
+                self.ema = ModelEMA(self.step_module.student, self.config.ema)
+                self.note("the checkpoint has no EMA; starting the EMA from the resumed weights")
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.samples_seen = int(state["data"]["samples_seen"])
+        self.elapsed_before = float(state["elapsed"])
+        self.last_val = state.get("last_val")
+        rng = state["rng"]
+        if len(rng) == self.ctx.world_size:
+            restore_rng(rng[self.ctx.rank])
+        else:  # another world size: fresh per-rank streams, derived from the seed and the step
+            seed_rank_stream(self.config.seed + self.step, self.ctx.rank)
+            self.note(f"resuming a {len(rng)}-process run with {self.ctx.world_size}; random streams re-derived")
+
+    # -- files --------------------------------------------------------------------------------------
+    def _write_run_files(self) -> None:
+        if not self.ctx.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_write(self.run_dir / "config.toml", overwrite=True) as tmp:
+            tmp.write_text(to_toml(self.config.stored()), encoding="utf-8")
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl")
+        if self.resumed_from is not None:
+            self.log.truncate_after(self.step)
+            self.log.append({"step": self.step, "event": "resumed", "from": str(self.resumed_from),
+                             "world_size": self.ctx.world_size})
+        else:
+            self.log.truncate_after(-1)
+
+    def _draw_curve(self) -> None:
+        if self.log is not None:
+            draw_curve(self.log.read(), self.run_dir / "curve.png", f"{self.config.arch} x{self.config.scale}: {self.run_dir.name}")
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def _elapsed(self) -> float:
+        return self.elapsed_before + (time.monotonic() - self.loop_start)
