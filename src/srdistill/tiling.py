@@ -10,8 +10,9 @@ When is tiled equal to untiled?  A convolutional network (EDSR, RCAN, RRDBNet) s
 neighbourhood: its *receptive-field radius* ``r`` (in input pixels) is the number of 3x3 convs
 applied at input resolution plus a fraction for those after upsampling (EDSR-lite: ~20). When
 ``pad - blend >= r`` every kept pixel saw exactly what it sees in the whole image, and tiled ==
-untiled up to float rounding. Trained networks' effective radius is much smaller than ``r``, so
-the default pad (24) is already far below 1/255 in practice. Window-attention networks (SwinIR)
+untiled up to float rounding. Far-away pixels contribute little, so less context is usually
+enough: with the default pad (24, blend 12) edsr-lite with random weights stays within 1/255
+(tests/test_upscale.py), and trained networks' effective radius is smaller. Window-attention networks (SwinIR)
 mix a whole ``window_size`` window per layer, so ``r`` grows by about ``window_size`` per Swin
 layer; and windows must fall on the same grid as in the whole image. Hence the rules here:
 core boundaries and ``pad`` are multiples of the spec's ``pad_multiple`` (the window size), so
@@ -29,24 +30,34 @@ from __future__ import annotations
 import copy
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.overrides import TorchFunctionMode
 
 from .errors import UsageError
 
 DEFAULT_TILE_PAD = 24
-# Largest CPU tile core: beyond this, tiles stop getting faster (measured in benchmarks/upscale.py)
-# while the activations keep growing.
-CPU_MAX_TILE = 512
+# Largest CPU tile core: beyond this only the padding overhead still shrinks, by a few percent.
+CPU_MAX_TILE = 768
 GPU_MAX_TILE = 2048
 MIN_TILE = 16
-# Memory the activations of one tile may take on the CPU (the rest is the image and its output).
-CPU_TILE_BUDGET = 768 * 2**20
+MiB = 2**20
+# CPU memory policy: the process (libraries, input, output, accumulation band, one tile's
+# activations) aims at 2 GiB while it upscales, so a 12-megapixel photo upscaled x4 fits; the tile
+# gets what the rest leaves, within [CPU_MIN_TILE_BUDGET, CPU_TILE_BUDGET].
+CPU_MEMORY_TARGET = 2048 * MiB
+CPU_TILE_BUDGET = 1024 * MiB
+CPU_MIN_TILE_BUDGET = 160 * MiB
+# The float accumulator of one row of tiles is full-width: for wide outputs the tiles get
+# shorter (and wider) so that it stays within this.
+BAND_BUDGET = 160 * MiB
+# Finished rows are handed on in chunks of this many output rows (bounded temporaries).
+EMIT_ROWS = 256
 # Peak live memory of a forward pass relative to its largest single intermediate tensor
 # (input + output of that op + a residual branch).
 ACTIVATION_PEAK_FACTOR = 3.0
@@ -114,6 +125,47 @@ def choose_dtype(safe_dtypes: tuple[torch.dtype, ...], device: torch.device, ask
 
 
 # -- the network on its device ---------------------------------------------------------------------
+class ThreadTuner:
+    """Picks the CPU thread count by timing real tiles, not by guessing.
+
+    On an idle machine all physical cores win; on a shared, busy one, OpenMP threads wait for
+    each other and one thread can be several times faster (measured: benchmarks/RESULTS.md).
+    The second and third forward passes of the same shape (the first warms oneDNN up) run with
+    the default count and with one thread; the faster count is kept for the rest of the work.
+    """
+
+    def __init__(self, enabled: bool, fixed: int | None = None):
+        self.default = torch.get_num_threads()
+        self.enabled = enabled and fixed is None and self.default > 1
+        self.chosen: int | None = fixed or (None if self.enabled else self.default)
+        self._calls = 0
+        self._timed: tuple[tuple, float] | None = None
+
+    def run(self, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        if self.chosen is not None or self._calls > 8:
+            if self.chosen is not None and torch.get_num_threads() != self.chosen:
+                torch.set_num_threads(self.chosen)
+            return fn(x)
+        self._calls += 1
+        if self._calls == 1:  # warm-up: primitive creation would bias the timing
+            return fn(x)
+        shape = tuple(x.shape)
+        trial = 1 if self._timed is not None and self._timed[0] == shape else self.default
+        torch.set_num_threads(trial)
+        start = time.perf_counter()
+        out = fn(x)
+        elapsed = time.perf_counter() - start
+        if trial == 1:
+            self.chosen = 1 if elapsed < self._timed[1] else self.default
+            torch.set_num_threads(self.chosen)
+        else:
+            self._timed = (shape, elapsed)
+        return out
+
+    def restore(self) -> None:
+        torch.set_num_threads(self.default)
+
+
 @dataclass
 class Runner:
     """A private copy of the network prepared for inference: device, dtype, channels_last."""
@@ -124,26 +176,41 @@ class Runner:
     scale: int
     multiple: int
     channels_last: bool
+    min_size: int = 1
+    threads: ThreadTuner | None = None
+    bytes_per_pixel: float | None = None  # activation memory per input pixel, probed once
 
     @classmethod
-    def prepare(cls, net: nn.Module, scale: int, multiple: int, device: torch.device, dtype: torch.dtype) -> Runner:
+    def prepare(
+        cls, net: nn.Module, scale: int, multiple: int, device: torch.device, dtype: torch.dtype, min_size: int = 1,
+        threads: int | None = None,
+    ) -> Runner:
         # A copy, so the caller's model keeps its device and dtype (no surprise side effects).
-        # channels_last: oneDNN/cuDNN convolutions run natively in NHWC; measured faster on CPU and GPU.
+        # channels_last: oneDNN/cuDNN convolutions run natively in NHWC; measured 1.5-3x faster
+        # than NCHW on the CPU for the EDSR presets (benchmarks/RESULTS.md).
         channels_last = device.type in ("cpu", "cuda")
         prepared = copy.deepcopy(net).eval().to(device=device, dtype=dtype)
         if channels_last:
             prepared = prepared.to(memory_format=torch.channels_last)
         for p in prepared.parameters():
             p.requires_grad_(False)
-        return cls(prepared, device, dtype, scale, max(1, multiple), channels_last)
+        tuner = ThreadTuner(device.type == "cpu", threads)
+        return cls(prepared, device, dtype, scale, max(1, multiple), channels_last, max(1, min_size), tuner)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, inp: torch.Tensor) -> torch.Tensor:
+        return self.net(inp)
+
+    def restore_threads(self) -> None:
+        if self.threads is not None:
+            self.threads.restore()
+
+    def __call__(self, x: torch.Tensor, *, tune: bool = True) -> torch.Tensor:
         """CPU float32 ``B x 3 x h x w`` (sides multiples of ``multiple``) -> CPU float32 output."""
         try:
             inp = x.to(self.device, self.dtype, non_blocking=True)
             if self.channels_last:
                 inp = inp.contiguous(memory_format=torch.channels_last)
-            out = self.net(inp)
+            out = self.threads.run(self._forward, inp) if tune and self.threads is not None else self.net(inp)
             return out.to("cpu", torch.float32).contiguous()
         except torch.OutOfMemoryError as exc:
             raise TileOutOfMemory(str(exc)) from None
@@ -153,10 +220,16 @@ class Runner:
             raise
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad bottom/right to a multiple, as the networks do themselves (reflect; replicate when too small)."""
+def pad_to_multiple(x: torch.Tensor, multiple: int, min_size: int = 1) -> torch.Tensor:
+    """Pad bottom/right to a multiple (and at least ``min_size``), as the networks do themselves.
+
+    Reflect, like SwinIR's and Real-ESRGAN's own padding; replicate where the side is too small
+    to reflect (a 1x1 image).
+    """
     h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
+    target_h = max(h, min_size) + (-max(h, min_size)) % multiple
+    target_w = max(w, min_size) + (-max(w, min_size)) % multiple
+    ph, pw = target_h - h, target_w - w
     if not (ph or pw):
         return x
     mode = "reflect" if ph < h and pw < w else "replicate"
@@ -166,7 +239,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 def forward_tile(runner: Runner, x: torch.Tensor, tta: bool) -> torch.Tensor:
     """Network output for one tile (any size); ``tta``: mean over the 8 flips/rotations."""
     h, w = x.shape[-2:]
-    padded = pad_to_multiple(x, runner.multiple)
+    padded = pad_to_multiple(x, runner.multiple, runner.min_size)
     if not tta:
         out = runner(padded)
     else:
@@ -227,14 +300,25 @@ class TilePlan:
         return len(self.rows) * len(self.cols)
 
 
-def plan_tiles(height: int, width: int, tile: int, pad: int, multiple: int) -> TilePlan:
+def plan_tiles(
+    height: int, width: int, tile: int, pad: int, multiple: int, *, scale: int = 1, band_budget: int | None = None
+) -> TilePlan:
+    """The grid for an image. With ``band_budget`` (bytes of the float accumulator of one row of
+    tiles, ``12 * width * scale^2`` per input row), tiles get shorter and wider by the same factor
+    so their area -- and so their activation memory -- stays about the same."""
     if tile < 1:
         raise UsageError(f"--tile must be positive, got {tile}")
     if pad < 0:
         raise UsageError(f"--tile-pad must be >= 0, got {pad}")
     tile = max(multiple, tile // multiple * multiple)
     pad = -(-pad // multiple) * multiple  # window grids stay aligned only on multiples
-    rows, cols = split_axis(height, tile, multiple), split_axis(width, tile, multiple)
+    tile_h = tile_w = tile
+    if band_budget is not None:
+        rows_fit = int(band_budget // (12 * width * scale * scale)) - pad
+        if rows_fit < tile:
+            tile_h = max(multiple, max(MIN_TILE, rows_fit) // multiple * multiple)
+            tile_w = max(tile, min(width + multiple, tile * tile // tile_h) // multiple * multiple)
+    rows, cols = split_axis(height, tile_h, multiple), split_axis(width, tile_w, multiple)
     smallest = min(b - a for a, b in rows + cols)
     blend = min(pad // 2, smallest // 2) if len(rows) + len(cols) > 2 else 0
     return TilePlan(tile, pad, blend, rows, cols)
@@ -274,19 +358,24 @@ def run_tiled(
                 on_tile()
         last = ri == len(plan.rows) - 1
         done = y_hi if last else (r1 - blend) * s  # rows below still await the next band's ramp
-        emit(y_lo, band[:, :, : done - y_lo])
+        for start in range(0, done - y_lo, EMIT_ROWS):
+            emit(y_lo + start, band[:, :, start : min(start + EMIT_ROWS, done - y_lo)])
         carry = None if last else band[:, :, done - y_lo :].clone()
+        del band
 
 
 # -- tile size from memory ------------------------------------------------------------------------
-class _LargestTensor(TorchDispatchMode):
-    """Records the largest tensor any op produces (attention matrices included)."""
+class _LargestTensor(TorchFunctionMode):
+    """Records the largest tensor any torch function produces (attention matrices included).
+
+    A function mode, not a dispatch mode: the latter's first use imports torch._dynamo (~2.5 s).
+    """
 
     def __init__(self):
         super().__init__()
         self.largest = 0
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for t in out if isinstance(out, (tuple, list)) else (out,):
             if isinstance(t, torch.Tensor):
@@ -295,19 +384,23 @@ class _LargestTensor(TorchDispatchMode):
 
 
 def bytes_per_input_pixel(runner: Runner) -> float:
-    """Peak activation memory of one forward, per input pixel, measured on a small probe tile."""
-    side = max(32, runner.multiple * 4)
+    """Peak activation memory of one forward, per input pixel, measured on a small probe tile.
+
+    CUDA: the allocator's peak. Elsewhere: the largest intermediate tensor of the forward (which
+    a function mode sees, attention matrices included) times a peak factor.
+    """
+    side = max(16, runner.multiple * 2)
     probe = torch.rand(1, 3, side, side)
     if runner.device.type == "cuda":
         torch.cuda.synchronize(runner.device)
         torch.cuda.reset_peak_memory_stats(runner.device)
         base = torch.cuda.memory_allocated(runner.device)
         with torch.inference_mode():
-            runner(probe)
+            runner(probe, tune=False)
         torch.cuda.synchronize(runner.device)
         return (torch.cuda.max_memory_allocated(runner.device) - base) * 1.2 / (side * side)
     with torch.inference_mode(), _LargestTensor() as mode:
-        runner(probe)
+        runner(probe, tune=False)
     return mode.largest * ACTIVATION_PEAK_FACTOR / (side * side)
 
 
@@ -328,15 +421,32 @@ def available_memory(device: torch.device) -> int:
         return 4 * 2**30
 
 
-def auto_tile(runner: Runner, pad: int, *, tta: bool = False) -> int:
-    """Largest tile core whose padded tile fits the memory budget of the device."""
-    per_pixel = bytes_per_input_pixel(runner)
+def process_rss() -> int:
+    """This process's resident memory now (bytes; 0 where /proc is not available)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0
+
+
+def auto_tile(runner: Runner, pad: int, reserved: int = 0) -> int:
+    """Largest tile core whose padded tile fits the memory budget of the device.
+
+    ``reserved``: CPU memory still to be allocated for the image (output, band); what the process
+    already holds (libraries, the decoded input) is measured.
+    """
+    if runner.bytes_per_pixel is None:
+        runner.bytes_per_pixel = bytes_per_input_pixel(runner)
+    per_pixel = runner.bytes_per_pixel
     if runner.device.type == "cuda":
         budget, cap = available_memory(runner.device) * 0.6, GPU_MAX_TILE
     elif runner.device.type == "mps":
         budget, cap = 2 * 2**30, 1024
     else:
-        budget, cap = min(available_memory(runner.device) * 0.25, CPU_TILE_BUDGET), CPU_MAX_TILE
+        target = min(available_memory(runner.device) * 0.5, CPU_MEMORY_TARGET)
+        budget = min(max(target - process_rss() - reserved, CPU_MIN_TILE_BUDGET), CPU_TILE_BUDGET)
+        cap = CPU_MAX_TILE
     side = int(math.sqrt(budget / max(per_pixel, 1.0))) - 2 * pad
     m = runner.multiple
     return max(max(MIN_TILE, m), min(cap, side) // m * m)
