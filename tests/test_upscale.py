@@ -12,8 +12,9 @@ from torch import nn
 import srdistill
 from srdistill.data.imageio import read_image, write_image
 from srdistill.errors import ImageError, UsageError
+from srdistill.inference import ThreadTuner, TileOutOfMemory, choose_dtype
 from srdistill.models import SRModel
-from srdistill.tiling import ThreadTuner, TileOutOfMemory, choose_dtype, plan_tiles, split_axis
+from srdistill.tiling import plan_tiles, split_axis
 from srdistill.upscale import UpscaleProgress, Upscaler, bleed_transparent, upscale_file, upscale_tensor
 
 torch.set_num_threads(1)  # two shared cores: avoid oversubscription between tests' processes

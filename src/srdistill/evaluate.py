@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from .data.folders import IMAGE_SUFFIXES, ImagePair, find_images
-from .data.imageio import read_image
-from .data.resize import imresize
+from .data.imageio import read_image, to_8bit
+from .data.resize import imresize_uint8
 from .errors import DataError, ImageError, UsageError
 from .metrics import psnr_y, shave_to_scale, ssim_y
 from .models import SRModel, load_model
@@ -110,10 +110,7 @@ def find_sets(data: str | Path | Sequence[str | Path], scale: int) -> list[EvalS
 
 def _read_uint8(path: Path) -> np.ndarray:
     """H x W x C uint8 (C = 1 or 3; alpha ignored), 16-bit reduced as MATLAB ``im2uint8`` does."""
-    arr = read_image(path).pixels
-    if arr.dtype == np.uint16:
-        arr = ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    return np.ascontiguousarray(arr)
+    return np.ascontiguousarray(to_8bit(read_image(path).pixels))
 
 
 def _chw(arr: np.ndarray) -> torch.Tensor:
@@ -126,12 +123,12 @@ def _hwc_uint8(x: torch.Tensor) -> np.ndarray:
 
 def matlab_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
     """H x W x C uint8 -> LR uint8, like MATLAB ``imresize(hr, 1/scale, 'bicubic')`` on uint8."""
-    return _hwc_uint8(imresize(_chw(hr), scale=1.0 / scale, matlab_uint8=True))
+    return imresize_uint8(hr, 1.0 / scale)
 
 
 def matlab_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
     """The bicubic baseline: H x W x C uint8 -> uint8, like MATLAB ``imresize(lr, scale)`` on uint8."""
-    return _hwc_uint8(imresize(_chw(lr), scale=float(scale), matlab_uint8=True))
+    return imresize_uint8(lr, float(scale))
 
 
 def load_pair(pair: ImagePair, scale: int) -> tuple[np.ndarray, np.ndarray]:

@@ -29,8 +29,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import DataError, ImageError
+from ..memory import available_host_memory
 from .folders import FolderContents, ImagePair, find_images
-from .resize import imresize
+from .resize import imresize_uint8
 
 # Sub-streams of the seed, so that choices of different kinds never share random numbers.
 _ORDER_STREAM, _PATCH_STREAM, _HOLDOUT_STREAM = 1, 2, 3
@@ -79,7 +80,9 @@ def to_rgb_uint8(pixels: np.ndarray) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.dtype == np.uint16:
-        arr = ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        from .imageio import to_8bit
+
+        arr = to_8bit(arr)
     elif arr.dtype != np.uint8:
         raise ImageError(f"unsupported pixel type {arr.dtype}")
     channels = arr.shape[2]
@@ -103,9 +106,7 @@ def read_rgb(path: Path) -> tuple[np.ndarray, bool]:
 
 def bicubic_uint8(hwc: np.ndarray, factor: float) -> np.ndarray:
     """Shrink an H x W x 3 uint8 image by ``factor`` like MATLAB ``imresize`` on uint8 input."""
-    x = torch.from_numpy(hwc.astype(np.float32)).permute(2, 0, 1)
-    y = imresize(x, scale=1.0 / factor, matlab_uint8=True)
-    return np.ascontiguousarray(y.to(torch.uint8).permute(1, 2, 0).numpy())
+    return imresize_uint8(hwc, 1.0 / factor)
 
 
 def decode_pair(pair: ImagePair, scale: int, hr_downscale: float = 1.0) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -131,15 +132,8 @@ def decode_pair(pair: ImagePair, scale: int, hr_downscale: float = 1.0) -> tuple
     return np.ascontiguousarray(hr[:h, :w]), lr, gray
 
 
-def _available_memory() -> int:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 4 * 1024**3
+# distill.teacher_cache imports this name; new code takes srdistill.memory.available_host_memory.
+_available_memory = available_host_memory
 
 
 def _decode_all(pairs: Sequence[ImagePair], scale: int, hr_downscale: float) -> Iterator[tuple[ImagePair, Any]]:
@@ -177,7 +171,7 @@ def load_images(
     budget = {
         "memory": math.inf,
         "none": 0.0,
-        "auto": _available_memory() * CACHE_MEMORY_SHARE / max(1, processes_per_node),
+        "auto": available_host_memory() * CACHE_MEMORY_SHARE / max(1, processes_per_node),
     }[cache]
     used = 0
     images: list[TrainImage] = []

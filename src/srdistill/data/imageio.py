@@ -8,20 +8,22 @@ user's file (missing, empty, not an image, truncated, larger than the pixel limi
 pixel data is decoded.
 
 16-bit colour is kept: Pillow reduces 16-bit RGB(A) PNG and TIFF to 8 bits, so those two cases go
-through :mod:`png16` and :mod:`tiff16`. Writing is atomic: the encoded file goes to a temporary
-name in the target folder and is renamed into place, so a failure never leaves a partial file.
+through :mod:`png16` and :mod:`tiff16`. Writing is atomic and streamed: the encoder writes into a
+temporary file in the target folder as it goes (the encoded file is never held in memory), which
+is synced and renamed into place only when complete, so a failure never leaves a partial file.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import secrets
 import struct
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -33,8 +35,10 @@ from srdistill.errors import ImageError, OutputExistsError
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "LoadedImage",
+    "WRITABLE_SUFFIXES",
     "from_tensor",
     "read_image",
+    "to_8bit",
     "to_tensor",
     "write_image",
 ]
@@ -43,6 +47,7 @@ DEFAULT_MAX_PIXELS = 100_000_000
 _READ_FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "BMP", "DIB", "TIFF"}
 _WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
                   ".tif": "TIFF", ".tiff": "TIFF"}
+WRITABLE_SUFFIXES = tuple(_WRITE_FORMATS)  # the extensions write_image knows
 _ORIENTATION_TAG = 0x0112
 # Pillow's decompression-bomb limit is process-wide; it is changed only under this lock.
 _PILLOW_SETTINGS_LOCK = threading.Lock()
@@ -289,14 +294,18 @@ def _icc_matches(icc: bytes, channels: int) -> bool:
     return space == (b"GRAY" if channels == 1 else b"RGB ")
 
 
-def _to_8bit(arr: np.ndarray) -> np.ndarray:
-    return np.floor(arr.astype(np.float64) * (255.0 / 65535.0) + 0.5).astype(np.uint8)
+def to_8bit(pixels: np.ndarray) -> np.ndarray:
+    """uint16 pixels reduced to uint8 as MATLAB ``im2uint8`` does (round half up); uint8 as is."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    if pixels.dtype != np.uint16:
+        raise ValueError(f"to_8bit takes uint8 or uint16 pixels, got {pixels.dtype}")
+    return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
 
 
-def _encode(fmt: str, pixels: np.ndarray, alpha: np.ndarray | None, *, icc: bytes | None,
-            exif: bytes | None, dpi: tuple[float, float] | None, quality: int,
-            notes: list[str]) -> bytes:
-    """The complete file contents for ``fmt`` (encoding happens in memory, before any disk write)."""
+def _encode(out: BinaryIO, fmt: str, pixels: np.ndarray, alpha: np.ndarray | None, *, icc: bytes | None,
+            exif: bytes | None, dpi: tuple[float, float] | None, quality: int, notes: list[str]) -> None:
+    """Encode the image as ``fmt`` into ``out``, written as the encoder produces it."""
     channels = pixels.shape[2]
     if alpha is not None and fmt in ("JPEG", "BMP"):
         notes.append(f"alpha channel dropped: {fmt} stores no alpha")
@@ -304,8 +313,8 @@ def _encode(fmt: str, pixels: np.ndarray, alpha: np.ndarray | None, *, icc: byte
     wide = pixels.dtype == np.uint16
     if wide and fmt not in ("PNG", "TIFF"):
         notes.append(f"16-bit reduced to 8-bit: {fmt} stores 8 bits per channel")
-        pixels = _to_8bit(pixels)
-        alpha = _to_8bit(alpha) if alpha is not None else None
+        pixels = to_8bit(pixels)
+        alpha = to_8bit(alpha) if alpha is not None else None
         wide = False
     if wide and fmt == "TIFF" and channels == 1 and alpha is not None:
         notes.append("16-bit gray+alpha stored as RGBA (TIFF readers lack 16-bit gray+alpha)")
@@ -321,10 +330,12 @@ def _encode(fmt: str, pixels: np.ndarray, alpha: np.ndarray | None, *, icc: byte
     if wide and (channels == 3 or alpha is not None):
         stacked = np.concatenate([pixels, alpha[:, :, None]], axis=2) if alpha is not None else pixels
         if fmt == "PNG":
-            return png16.write_png16(stacked, icc_profile=icc, exif=exif, dpi=dpi)
+            png16.write_png16(out, stacked, icc_profile=icc, exif=exif, dpi=dpi)
+            return
         if exif:
             notes.append("EXIF not stored in the 16-bit RGB TIFF")
-        return tiff16.write_tiff16(stacked, icc_profile=icc, dpi=dpi)
+        tiff16.write_tiff16(out, stacked, icc_profile=icc, dpi=dpi)
+        return
 
     if wide:  # 16-bit gray: Pillow's I;16
         image = Image.fromarray(np.ascontiguousarray(pixels[:, :, 0]))  # uint16 -> I;16
@@ -347,12 +358,14 @@ def _encode(fmt: str, pixels: np.ndarray, alpha: np.ndarray | None, *, icc: byte
         options.update(lossless=True) if quality >= 100 else options.update(quality=quality)
     elif fmt == "TIFF":
         options["compression"] = "tiff_adobe_deflate"
-    buffer = io.BytesIO()
     try:
-        image.save(buffer, format=fmt, **options)
-    except (OSError, ValueError, KeyError) as exc:
+        image.save(out, format=fmt, **options)
+    except OSError as exc:
+        if exc.errno is not None:
+            raise  # the file system (disk full, I/O error): reported as "cannot write" by the caller
         raise ImageError(f"cannot encode a {image.mode} image as {fmt}: {exc}") from None
-    return buffer.getvalue()
+    except (ValueError, KeyError) as exc:
+        raise ImageError(f"cannot encode a {image.mode} image as {fmt}: {exc}") from None
 
 
 def _check_pixels(pixels: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
@@ -394,20 +407,27 @@ def write_image(
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
     notes: list[str] = []
-    data = _encode(fmt, pixels, alpha, icc=like.icc_profile if like else None,
-                   exif=like.exif if like else None, dpi=like.dpi if like else None,
-                   quality=quality, notes=notes)
-    _atomic_write(path, data, overwrite)
+    with _atomic_file(path, overwrite) as out:
+        _encode(out, fmt, pixels, alpha, icc=like.icc_profile if like else None,
+                exif=like.exif if like else None, dpi=like.dpi if like else None,
+                quality=quality, notes=notes)
     return tuple(notes)
 
 
-def _atomic_write(path: Path, data: bytes, overwrite: bool) -> None:
+@contextlib.contextmanager
+def _atomic_file(path: Path, overwrite: bool) -> Iterator[BinaryIO]:
+    """A temporary file next to ``path`` that becomes ``path`` only if the block completes.
+
+    Same folder, so the final rename stays on one file system and is atomic; synced before the
+    rename, so a crash cannot leave a complete-looking name over incomplete data. Whatever goes
+    wrong (an encoder error, a full disk, an interrupt), the temporary file is removed.
+    """
     temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         # os.open applies the umask, so the final file gets the usual permissions.
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         if overwrite:

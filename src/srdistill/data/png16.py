@@ -12,6 +12,7 @@ import contextlib
 import struct
 import zlib
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import numpy as np
 
@@ -20,6 +21,8 @@ __all__ = ["DecodedPng", "PngFormatError", "is_png16_color", "read_png16", "writ
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # colour type -> samples per pixel
 _COLOR_TYPE_OF_CHANNELS = {1: 0, 2: 4, 3: 2, 4: 6}
+# Rows are filtered and compressed in bands of about this many bytes while writing.
+_WRITE_BAND_BYTES = 4 * 2**20
 # Adam7 passes: (x start, y start, x step, y step).
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
@@ -177,33 +180,46 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
 
 
 def write_png16(
+    out: BinaryIO,
     pixels: np.ndarray,
     *,
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
     dpi: tuple[float, float] | None = None,
     compress_level: int = 6,
-) -> bytes:
-    """Encode ``H x W x C`` uint16 (C = 1..4: gray, gray+alpha, RGB, RGBA) as a 16-bit PNG."""
+) -> None:
+    """Encode ``H x W x C`` uint16 (C = 1..4: gray, gray+alpha, RGB, RGBA) as a 16-bit PNG into ``out``.
+
+    Rows are filtered and compressed a band at a time and written as they are compressed (one
+    IDAT chunk per piece), so memory stays at one band whatever the image size.
+    """
     if pixels.dtype != np.uint16 or pixels.ndim != 3 or pixels.shape[2] not in _COLOR_TYPE_OF_CHANNELS:
         raise ValueError(f"write_png16 needs H x W x C uint16 with C in 1..4, got {pixels.dtype} {pixels.shape}")
     height, width, channels = pixels.shape
     header = struct.pack(">IIBBBBB", width, height, 16, _COLOR_TYPE_OF_CHANNELS[channels], 0, 0, 0)
-    parts = [SIGNATURE, _chunk(b"IHDR", header)]
+    out.write(SIGNATURE + _chunk(b"IHDR", header))
     if icc_profile:
-        parts.append(_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc_profile)))
+        out.write(_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc_profile)))
     if dpi:
         # pHYs stores pixels per metre; Pillow reads it back as dpi = ppm * 0.0254.
         ppm = [int(round(d / 0.0254)) for d in dpi]
-        parts.append(_chunk(b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
+        out.write(_chunk(b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
     if exif:
-        parts.append(_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
-    rows = np.ascontiguousarray(pixels.astype(">u2")).view(np.uint8).reshape(height, width * channels * 2)
-    # The Up filter: cheap to apply and to undo with whole-row vector operations.
-    filtered = np.empty((height, 1 + rows.shape[1]), dtype=np.uint8)
-    filtered[:, 0] = 2
-    filtered[:, 1:] = rows
-    filtered[1:, 1:] -= rows[:-1]
-    parts.append(_chunk(b"IDAT", zlib.compress(filtered.tobytes(), compress_level)))
-    parts.append(_chunk(b"IEND", b""))
-    return b"".join(parts)
+        out.write(_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
+    row_bytes = width * channels * 2
+    band = max(1, _WRITE_BAND_BYTES // max(1, row_bytes))
+    deflate = zlib.compressobj(compress_level)
+    above = np.zeros(row_bytes, dtype=np.uint8)  # the row before the first one is zeros
+    for y0 in range(0, height, band):
+        rows = np.ascontiguousarray(pixels[y0 : y0 + band].astype(">u2")).view(np.uint8).reshape(-1, row_bytes)
+        # The Up filter: cheap to apply and to undo with whole-row vector operations.
+        filtered = np.empty((rows.shape[0], 1 + row_bytes), dtype=np.uint8)
+        filtered[:, 0] = 2
+        filtered[:, 1:] = rows
+        filtered[1:, 1:] -= rows[:-1]
+        filtered[0, 1:] -= above
+        above = rows[-1].copy()
+        piece = deflate.compress(filtered)
+        if piece:
+            out.write(_chunk(b"IDAT", piece))
+    out.write(_chunk(b"IDAT", deflate.flush()) + _chunk(b"IEND", b""))

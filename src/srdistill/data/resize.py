@@ -25,7 +25,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["imresize", "output_length", "resize_weights"]
+__all__ = ["imresize", "imresize_uint8", "output_length", "resize_weights"]
 
 # Up to this input length one dense matrix per axis is cheapest; longer axes are cut into bands
 # of output rows that each read about _BAND_INPUT_SPAN input pixels.
@@ -191,3 +191,14 @@ def imresize(
             y = (y.clone() if y is x else y).clamp_(0, 255).add_(0.5).floor_()
     y = y.to(x.dtype)
     return y.clone() if y is x else y  # never hand back the caller's tensor itself
+
+
+def imresize_uint8(hwc: np.ndarray, scale: float) -> np.ndarray:
+    """``H x W x C`` uint8 resized like MATLAB ``imresize(img, scale, 'bicubic')`` on a ``uint8`` image.
+
+    The one place the field's uint8 convention meets numpy: benchmark LR images, the bicubic
+    baseline and generated training LR all come from here.
+    """
+    x = torch.from_numpy(hwc.transpose(2, 0, 1).astype(np.float32))
+    y = imresize(x, scale=scale, matlab_uint8=True)  # already rounded and clamped to 0..255
+    return np.ascontiguousarray(y.to(torch.uint8).permute(1, 2, 0).numpy())

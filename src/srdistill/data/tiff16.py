@@ -13,6 +13,8 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -39,22 +41,30 @@ def is_tiff16_color(im: Image.Image) -> bool:
     return int(tags.get(277, 1)) >= 2 and all(int(b) == 16 for b in bits)
 
 
-def _build_tiff(order: str, width: int, height: int, tags: dict[int, tuple[int, object]],
-                blobs: list[bytes], tiled: bool) -> bytes:
-    """A classic single-IFD TIFF holding ``blobs`` as its strips (or tiles), with extra ``tags``."""
-    out = bytearray(b"II*\x00" if order == "<" else b"MM\x00*")
-    out += b"\x00\x00\x00\x00"  # IFD offset, patched at the end
-    offsets = []
+def _write_tiff(out: BinaryIO, order: str, width: int, height: int, tags: dict[int, tuple[int, object]],
+                blobs: Iterable[bytes], tiled: bool) -> None:
+    """A classic single-IFD TIFF holding ``blobs`` as its strips (or tiles), with extra ``tags``.
+
+    Each blob is written as it comes; the IFD follows them and the header's pointer to it is
+    patched last, so ``out`` must be seekable.
+    """
+    start = out.tell()
+    out.write((b"II*\x00" if order == "<" else b"MM\x00*") + b"\x00\x00\x00\x00")  # IFD offset, patched at the end
+    position = 8
+    offsets, counts = [], []
     for blob in blobs:
-        offsets.append(len(out))
-        out += blob
-        if len(out) % 2:
-            out += b"\x00"
+        offsets.append(position)
+        counts.append(len(blob))
+        out.write(blob)
+        position += len(blob)
+        if position % 2:
+            out.write(b"\x00")
+            position += 1
     entries = dict(tags)
     entries[256] = (_LONG, [width])
     entries[257] = (_LONG, [height])
     entries[324 if tiled else 273] = (_LONG, offsets)
-    entries[325 if tiled else 279] = (_LONG, [len(b) for b in blobs])
+    entries[325 if tiled else 279] = (_LONG, counts)
     packed = []
     for tag in sorted(entries):
         kind, values = entries[tag]
@@ -66,19 +76,31 @@ def _build_tiff(order: str, width: int, height: int, tags: dict[int, tuple[int, 
         else:
             data, count = struct.pack(f"{order}{len(values)}{_TYPE_CODES[kind]}", *values), len(values)
         packed.append((tag, kind, count, data))
+    tail = bytearray()
     value_area = {}
     for tag, _, _, data in packed:
         if len(data) > 4:
-            value_area[tag] = len(out)
-            out += data + (b"\x00" if len(data) % 2 else b"")
-    ifd_offset = len(out)
-    out += struct.pack(f"{order}H", len(packed))
+            value_area[tag] = position + len(tail)
+            tail += data + (b"\x00" if len(data) % 2 else b"")
+    ifd_offset = position + len(tail)
+    tail += struct.pack(f"{order}H", len(packed))
     for tag, kind, count, data in packed:
         field = struct.pack(f"{order}I", value_area[tag]) if tag in value_area else data.ljust(4, b"\x00")
-        out += struct.pack(f"{order}HHI", tag, kind, count) + field
-    out += b"\x00\x00\x00\x00"
-    struct.pack_into(f"{order}I", out, 4, ifd_offset)
-    return bytes(out)
+        tail += struct.pack(f"{order}HHI", tag, kind, count) + field
+    tail += b"\x00\x00\x00\x00"
+    out.write(tail)
+    end = out.tell()
+    out.seek(start + 4)
+    out.write(struct.pack(f"{order}I", ifd_offset))
+    out.seek(end)
+
+
+def _build_tiff(order: str, width: int, height: int, tags: dict[int, tuple[int, object]],
+                blobs: list[bytes], tiled: bool) -> bytes:
+    """:func:`_write_tiff` into memory (the reader rebuilds small single-plane TIFFs this way)."""
+    buffer = io.BytesIO()
+    _write_tiff(buffer, order, width, height, tags, blobs, tiled)
+    return buffer.getvalue()
 
 
 def read_tiff16(data: bytes, im: Image.Image) -> np.ndarray:
@@ -144,25 +166,27 @@ def read_tiff16(data: bytes, im: Image.Image) -> np.ndarray:
 
 
 def write_tiff16(
-    pixels: np.ndarray, *, icc_profile: bytes | None = None, dpi: tuple[float, float] | None = None
-) -> bytes:
-    """Encode ``H x W x C`` uint16 (C = 3: RGB, 4: RGBA) as a Deflate TIFF.
+    out: BinaryIO, pixels: np.ndarray, *, icc_profile: bytes | None = None, dpi: tuple[float, float] | None = None
+) -> None:
+    """Encode ``H x W x C`` uint16 (C = 3: RGB, 4: RGBA) as a Deflate TIFF into ``out`` (seekable).
 
+    Strips are differenced and compressed one at a time and written as they are made.
     (16-bit gray+alpha is left out: Pillow cannot even open such a TIFF to read it back.)
     """
     if pixels.dtype != np.uint16 or pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
         raise ValueError(f"write_tiff16 needs H x W x C uint16 with C in 3..4, got {pixels.dtype} {pixels.shape}")
     height, width, samples = pixels.shape
-    # Horizontal predictor: store differences along each row, per sample (uint16 wraps around).
-    diff = pixels.copy()
-    diff[:, 1:] -= pixels[:, :-1]
     row_bytes = width * samples * 2
     rows_per_strip = max(1, min(height, (1 << 18) // max(1, row_bytes)))
-    raw = diff.astype("<u2").tobytes()
-    blobs = [
-        zlib.compress(raw[y * row_bytes : min(height, y + rows_per_strip) * row_bytes], 6)
-        for y in range(0, height, rows_per_strip)
-    ]
+
+    def strips() -> Iterator[bytes]:
+        for y in range(0, height, rows_per_strip):
+            strip = pixels[y : y + rows_per_strip]
+            # Horizontal predictor: store differences along each row, per sample (uint16 wraps around).
+            diff = strip.copy()
+            diff[:, 1:] -= strip[:, :-1]
+            yield zlib.compress(diff.astype("<u2").tobytes(), 6)
+
     tags = {
         258: (_SHORT, [16] * samples),
         259: (_SHORT, [8]),
@@ -181,4 +205,4 @@ def write_tiff16(
         tags[296] = (_SHORT, [2])  # inches
     if icc_profile:
         tags[34675] = (_UNDEFINED, icc_profile)
-    return _build_tiff("<", width, height, tags, blobs, tiled=False)
+    _write_tiff(out, "<", width, height, tags, strips(), tiled=False)
