@@ -161,7 +161,7 @@ def gflops_per_megapixel(model: SRModel) -> float:
     return counter.get_total_flops() / (side * side) * 1e6 / 1e9
 
 
-def _model_name(model: SRModel, taken: set[str]) -> str:
+def model_label(model: SRModel, taken: set[str]) -> str:
     base = model.source.stem if model.source is not None else (model.preset or model.arch)
     name, n = base, 2
     while name in taken:
@@ -175,7 +175,7 @@ def _named_models(models: Sequence[SRModel | str | Path] | Mapping[str, SRModel]
     named: dict[str, SRModel] = {}
     for m in models:
         model = m if isinstance(m, SRModel) else load_model(m)
-        named[_model_name(model, set(named) | {BICUBIC})] = model
+        named[model_label(model, set(named) | {BICUBIC})] = model
     return named
 
 

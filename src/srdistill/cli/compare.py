@@ -10,8 +10,8 @@ import typer
 from ..compare import Crop, compare_arrays, load_inputs, render
 from ..data.imageio import write_image
 from ..errors import UsageError
-from ..evaluate import _model_name
-from ..upscale import resolve_model
+from ..evaluate import model_label
+from ..upscale.model_choice import common_scale, resolve_model
 from ._console import console, print_json, safe
 
 
@@ -36,12 +36,8 @@ def compare(
     models = [resolve_model(m, scale) for m in model]
     named = {}
     for m in models:
-        named[_model_name(m, set(named) | {"bicubic", "HR"})] = m
-    if scale is None:
-        scales = sorted({m.scale for m in models})
-        if len(scales) != 1:
-            raise UsageError("pass -s/--scale: " + ("no model gives one" if not scales else f"the models have scales {scales}"))
-        scale = scales[0]
+        named[model_label(m, set(named) | {"bicubic", "HR"})] = m
+    scale = common_scale(models, scale)
     if zoom is not None and zoom < 1:
         raise UsageError(f"--zoom must be >= 1, got {zoom}")
     lr, truth = load_inputs(image, scale, hr=hr, from_hr=from_hr)

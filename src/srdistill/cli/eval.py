@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ..errors import UsageError
 from ..evaluate import EvalResults, evaluate, find_sets
-from ..upscale import resolve_model
+from ..upscale.model_choice import common_scale, resolve_model
 from ._console import console, err_console, fmt_params, print_json, safe
 
 
@@ -48,11 +48,7 @@ def eval_command(
     if not model and not bicubic:
         raise UsageError("nothing to evaluate: pass --model FILE (repeatable) and/or --bicubic")
     models = [resolve_model(m, scale) for m in model]
-    if scale is None:
-        scales = sorted({m.scale for m in models})
-        if len(scales) != 1:
-            raise UsageError("pass --scale: " + ("no model gives one" if not scales else f"the models have scales {scales}"))
-        scale = scales[0]
+    scale = common_scale(models, scale)
     total = len(find_sets(data, scale))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err_console,
                   transient=True, disable=not err_console.is_terminal) as bars:

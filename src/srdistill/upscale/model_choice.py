@@ -44,4 +44,14 @@ def resolve_model(spec: str | Path | None, scale: int | None, progress: UpscaleP
     return build_model(str(spec), scale or 4)
 
 
-__all__ = ["default_model_file", "resolve_model"]
+def common_scale(models: list[SRModel], scale: int | None) -> int:
+    """The scale asked for, or the one scale all ``models`` share (else a UsageError)."""
+    if scale is not None:
+        return scale
+    scales = sorted({m.scale for m in models})
+    if len(scales) != 1:
+        raise UsageError("pass -s/--scale: " + ("no model gives one" if not scales else f"the models have scales {scales}"))
+    return scales[0]
+
+
+__all__ = ["common_scale", "default_model_file", "resolve_model"]
