@@ -60,9 +60,17 @@ def _dist_of(ep: metadata.EntryPoint) -> tuple[str, str]:
 class Registry(Generic[T]):
     """Entry points of one group, resolved lazily into validated objects."""
 
-    def __init__(self, group: str, kind: str, check: Callable[[Any], T], id_of: Callable[[T], str]):
+    def __init__(
+        self,
+        group: str,
+        kind: str,
+        check: Callable[[Any], T],
+        id_of: Callable[[T], str],
+        list_hint: str = "run `srdistill archs` to list them",
+    ):
         self.group = group
         self.kind = kind
+        self.list_hint = list_hint
         self._check = check
         self._id_of = id_of
         self._loaded: dict[str, tuple[T, Provenance]] = {}
@@ -140,7 +148,7 @@ class Registry(Generic[T]):
         if name not in self._discover():
             raise PluginError(
                 f"unknown {self.kind} {name!r}; known: {', '.join(self.ids()) or 'none'} "
-                f"(run `srdistill archs` to list them, or install a plugin that provides it)"
+                f"({self.list_hint}, or install a plugin that provides it)"
             )
         loaded = self._load(name)
         if loaded is None:
@@ -176,6 +184,28 @@ def _check_arch(obj: Any):
 
 
 ARCHS: Registry = Registry("srdistill.archs", "architecture", _check_arch, lambda spec: spec.id)
+
+
+def _check_method(obj: Any):
+    from .distill.spec import MethodSpec
+
+    if not isinstance(obj, MethodSpec):
+        raise TypeError(f"expected an srdistill.distill.MethodSpec, got {type(obj).__name__}")
+    return obj
+
+
+METHODS: Registry = Registry(
+    "srdistill.methods",
+    "distillation method",
+    _check_method,
+    lambda spec: spec.id,
+    list_hint="`srdistill distill --help` lists them",
+)
+
+
+def get_method(method_id: str):
+    """The :class:`~srdistill.distill.MethodSpec` registered as ``method_id``."""
+    return METHODS.get(method_id)
 
 
 def get_arch(arch_id: str):

@@ -10,7 +10,9 @@ import warnings
 
 import typer
 
-from . import archs, convert, inspect
+from . import archs, convert, distill, inspect, train
+from . import compare, upscale
+from . import eval as eval_cmd
 from ._console import command, err_console, set_debug
 
 app = typer.Typer(
@@ -39,6 +41,11 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 app.command("archs")(command(archs.archs))
 app.command("inspect")(command(inspect.inspect))
 app.command("convert")(command(convert.convert))
+app.command("distill")(command(distill.distill))
+app.command("train")(command(train.train))
+app.command("upscale")(command(upscale.upscale))
+app.command("eval")(command(eval_cmd.eval_command))
+app.command("compare")(command(compare.compare))
 
 
 def run() -> None:

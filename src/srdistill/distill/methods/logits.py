@@ -1,0 +1,37 @@
+"""``logits``: ground truth plus L1 to the teacher's SR output (logits-KD for SR)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...train.objective import Batch
+from ..spec import DistillContext, MethodSpec, need
+from .base import DistillObjective, l1
+
+
+class LogitsKD(DistillObjective):
+    def __init__(self, context: DistillContext, options: dict[str, Any]):
+        super().__init__("logits", context, options)
+        self.weights = {"kd": options["l_kd"]}
+
+    def terms(self, batch: Batch, student: nn.Module, step: int) -> dict[str, torch.Tensor]:
+        sr, _ = self.student_forward(student, batch.lr)
+        teacher = self.teacher_signal(batch)
+        return {"l1": l1(sr, batch.hr), "kd": l1(sr, teacher.output)}
+
+
+def _check(options: dict[str, Any]) -> None:
+    need(options["l_kd"] >= 0, "logits", "l_kd", "must be 0 or more")
+
+
+METHOD = MethodSpec(
+    id="logits",
+    title="Logits KD: L1 to the ground truth and to the teacher's output",
+    build=LogitsKD,
+    options={"l_kd": 1.0},
+    option_help={"l_kd": "weight of L1(student output, teacher output)"},
+    check=_check,
+)

@@ -1,0 +1,264 @@
+"""``mipkd``: Multi-granularity Mixture of Priors KD (Li et al., ICLR 2025), srdistill's reading.
+
+Per step (``docs/distilling.md`` explains every option and the measurements behind defaults):
+
+* student forward, capturing its features at the matched boundaries; teacher output and
+  features from the cache (or a live forward);
+* Feature Prior Mixer at each boundary k: ``F_k = D_k(I * E_T(t_k) + (1 - I) * E_S(s_k))`` with
+  t_k, s_k the features divided by their running per-channel spread and I a fresh Bernoulli
+  3D mask per sample; ``fpm = L1(F_k, t_k)``, ``ae = L1(D_k(E_T(t_k)), t_k)``;
+* Block Prior Mixer every ``bpm_every`` steps: ``F_k`` continues through the rest of the teacher
+  or of the student (``route``), entering the student through a 1x1 adapter when widths differ;
+  ``bpm = L1(that output, teacher output)``. Gradients flow through the frozen teacher blocks
+  into the mixers and the student; the teacher's blocks before k are not recomputed (routing);
+* plus ``l1`` to the ground truth and ``kd`` to the teacher's output (logits-KD).
+
+Total: l1 + l_kd*kd + l_feat*(fpm + l_ae*ae) + l_block*bpm.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...train.objective import Batch
+from ..features import NORMS, RunningScale, crop_to_input, match_size
+from ..mixers import ENCODERS, ChannelAdapter, FeaturePriorMixer, fit_linear, least_squares, random_mask, set_linear
+from ..routing import RoutedForward
+from ..spec import DistillContext, MethodSpec, need
+from .base import Clock, DistillObjective, l1
+
+ROUTES = ("random", "teacher", "student")
+BPM_BOUNDARIES = ("one", "all")
+SWITCHES = ("once", "each")
+
+
+def random_window(height: int, width: int, area: float) -> tuple[slice, slice]:
+    """A window covering ``area`` of a height x width map, at a random place (torch's generator)."""
+    h = max(1, min(height, round(height * area**0.5)))
+    w = max(1, min(width, round(width * area**0.5)))
+    top = int(torch.randint(height - h + 1, (1,)))
+    left = int(torch.randint(width - w + 1, (1,)))
+    return slice(top, top + h), slice(left, left + w)
+
+
+class MiPKD(DistillObjective):
+    uses_features = True
+    # Adapters (student route) and routed paths are not used every step.
+    find_unused_parameters = True
+
+    def __init__(self, context: DistillContext, options: dict[str, Any]):
+        super().__init__("mipkd", context, options)
+        o = self.options
+        self.fit = o["mixer_init"] == "fit"
+        # Fitted mixers work in the normalised teacher space itself: the latent is the teacher's width.
+        self.latents = [
+            o["latent"] or (b.teacher_channels if self.fit else max(x.student_channels for x in self.boundaries))
+            for b in self.boundaries
+        ]
+        self.mixers = nn.ModuleList(
+            FeaturePriorMixer(b.teacher_channels, b.student_channels, latent, o["encoder"])
+            for b, latent in zip(self.boundaries, self.latents)
+        )
+        # Mixed features live in (normalised) teacher space; entering the student needs its width,
+        # and, fitted, a map between the two networks' channels even when the widths agree.
+        self.adapters = nn.ModuleList(
+            ChannelAdapter(b.teacher_channels, b.student_channels)
+            if b.teacher_channels != b.student_channels or self.fit
+            else nn.Identity()
+            for b in self.boundaries
+        )
+        self.fitted = Clock()  # a checkpointed flag: fitted once, never again after a resume
+        self.norm_teacher = nn.ModuleList(RunningScale(b.teacher_channels, o["norm"]) for b in self.boundaries)
+        self.norm_student = nn.ModuleList(RunningScale(b.student_channels, o["norm"]) for b in self.boundaries)
+        self.teacher_route = RoutedForward(context.teacher)
+        self.student_route = RoutedForward(context.student)
+        self.weights = {"kd": o["l_kd"], "fpm": o["l_feat"], "ae": o["l_feat"] * o["l_ae"], "bpm": o["l_block"]}
+        self._last_bpm: torch.Tensor | None = None
+
+    def trainable(self) -> dict[str, nn.Module]:
+        return {
+            "fitted": self.fitted,
+            "mixers": self.mixers,
+            "adapters": self.adapters,
+            "norm_teacher": self.norm_teacher,
+            "norm_student": self.norm_student,
+        }
+
+    # -- random choices shared by every rank (a function of the seed and the step) ---------------
+    def plan_routes(self, step: int) -> list[tuple[int, list[str]]]:
+        """[(boundary, [network for each stage from that boundary on])] for this step's BPM."""
+        o = self.options
+        if o["bpm_every"] <= 0 or step % o["bpm_every"] != 0 or o["l_block"] == 0:
+            return []
+        g = torch.Generator().manual_seed(int(self.context.seed) * 1_000_003 + step)
+        k_count = len(self.boundaries)
+        starts = list(range(k_count)) if o["bpm_boundaries"] == "all" else [int(torch.randint(k_count, (1,), generator=g))]
+        plans = []
+        for k in starts:
+            stages = k_count - k if o["switch"] == "each" else 1
+            if o["route"] == "random":
+                nets = ["teacher" if float(torch.rand((), generator=g)) < 0.5 else "student" for _ in range(stages)]
+            else:
+                nets = [o["route"]] * stages
+            plans.append((k, nets))
+        return plans
+
+    # -- the routed (Block Prior Mixer) path ----------------------------------------------------
+    def _route(
+        self, student: nn.Module, lr: torch.Tensor, k: int, mixed: torch.Tensor, nets: list[str], sizes: list[dict[str, Any]]
+    ) -> torch.Tensor:
+        """Send the mixed feature of boundary k on through ``nets`` (one network per stage);
+        ``sizes[j][net]`` is that network's feature size at boundary j."""
+        h, w = lr.shape[-2:]
+        feature = mixed  # normalised teacher space
+        for stage, net in enumerate(nets):
+            j = k + stage
+            last = stage == len(nets) - 1
+            b = self.boundaries[j]
+            if net == "teacher":
+                runner, module, index = self.teacher_route, self.teacher.net, b.teacher_index
+                entering = self.norm_teacher[j].inverse(match_size(feature, sizes[j]["teacher"]))
+            else:
+                runner, module, index = self.student_route, student, b.student_index
+                entering = self.norm_student[j].inverse(self.adapters[j](match_size(feature, sizes[j]["student"])))
+            if last:
+                return runner.forward_from(module, lr, index, entering)
+            nb = self.boundaries[j + 1]
+            stop = nb.teacher_index if net == "teacher" else nb.student_index
+            out = crop_to_input(runner.forward_from(module, lr, index, entering, stop=stop), h, w)
+            if net == "teacher":
+                feature = self.norm_teacher[j + 1].normalise(out)
+            else:
+                feature = self.mixers[j + 1].student_to_teacher(self.norm_student[j + 1].normalise(out))
+        raise AssertionError("unreachable")
+
+    def terms(self, batch: Batch, student: nn.Module, step: int) -> dict[str, torch.Tensor]:
+        o = self.options
+        sr, student_feats = self.student_forward(student, batch.lr, features=True)
+        teacher = self.teacher_signal(batch)
+        out = {"l1": l1(sr, batch.hr), "kd": l1(sr, teacher.output)}
+        if self.fit and int(self.fitted.step) == 0 and student.training:
+            self._fit(student_feats, teacher.features)
+        routes = self.plan_routes(step)
+        routed = {k for k, _ in routes}
+        fpm = ae = sr.new_zeros((), dtype=torch.float32)
+        mixed_features: dict[int, torch.Tensor] = {}
+        for k, (fs, ft) in enumerate(zip(student_feats, teacher.features)):
+            fs = match_size(fs, ft.shape[-2:])
+            if k not in routed and o["fpm_area"] < 1:
+                # The mixer is pointwise (conv1) or nearly so: a random window of the maps gives an
+                # unbiased estimate of its losses at a fraction of the cost. A boundary routed
+                # through the Block Prior Mixer this step needs the whole mixed map.
+                window = random_window(ft.shape[-2], ft.shape[-1], o["fpm_area"])
+                ft, fs = ft[..., window[0], window[1]], fs[..., window[0], window[1]]
+            t = self.norm_teacher[k](ft.float())
+            s = self.norm_student[k](fs)
+            mask = random_mask(t.new_empty((t.shape[0], self.latents[k], t.shape[2], t.shape[3])), o["mask_ratio"])
+            mixed, auto = self.mixers[k](t.to(s.dtype), s, mask)
+            fpm = fpm + l1(mixed, t)
+            ae = ae + l1(auto, t)
+            mixed_features[k] = mixed
+        count = max(1, len(mixed_features))
+        out["fpm"] = fpm / count
+        out["ae"] = ae / count
+        if routes:
+            bpm = sr.new_zeros((), dtype=torch.float32)
+            sizes = [{"teacher": ft.shape[-2:], "student": fs.shape[-2:]} for fs, ft in zip(student_feats, teacher.features)]
+            for k, nets in routes:
+                y = self._route(student, batch.lr, k, mixed_features[k], nets, sizes)
+                bpm = bpm + l1(y, teacher.output)
+            out["bpm"] = bpm / len(routes)
+            self._last_bpm = out["bpm"].detach()
+        elif o["bpm_every"] > 0 and o["l_block"] > 0:
+            # Steps without a routed forward report the last measured value (a constant: no
+            # gradient), so logs average a real BPM loss instead of zeros.
+            out["bpm"] = self._last_bpm if self._last_bpm is not None else sr.new_zeros((), dtype=torch.float32)
+        return out
+
+    @torch.no_grad()
+    def _fit(self, student_feats: list[torch.Tensor], teacher_feats: list[torch.Tensor]) -> None:
+        """Fitted start (mixers.fit_linear) on this first batch; adapters by least squares too."""
+        for k, (fs, ft) in enumerate(zip(student_feats, teacher_feats)):
+            t = self.norm_teacher[k](ft.float())  # also initialises the running statistics
+            s = self.norm_student[k](match_size(fs, t.shape[-2:]).float())
+            fit_linear(self.mixers[k], t, s)
+            if isinstance(self.adapters[k], ChannelAdapter):
+                set_linear(self.adapters[k].conv, *least_squares(t, s))
+        self.fitted.tick()
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():  # every rank starts from rank 0's fit
+            for module in (self.mixers, self.adapters, self.norm_teacher, self.norm_student):
+                for tensor in list(module.parameters()) + list(module.buffers()):
+                    dist.broadcast(tensor.data, src=0)
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        out["latent"] = self.latents
+        return out
+
+
+def _check(o: dict[str, Any]) -> None:
+    for key in ("l_kd", "l_feat", "l_ae", "l_block"):
+        need(o[key] >= 0, "mipkd", key, "must be 0 or more")
+    need(o["latent"] >= 0, "mipkd", "latent", "must be 0 (auto: the widest student boundary) or a positive width")
+    need(0 <= o["mask_ratio"] <= 1, "mipkd", "mask_ratio", f"is the teacher's share of the mask, in [0, 1], got {o['mask_ratio']}")
+    need(o["mixer_init"] != "fit" or o["encoder"] == "linear", "mipkd", "mixer_init",
+         "fit needs encoder=linear (a fitted start is defined for linear mixers)")
+    need(o["mixer_init"] != "fit" or o["latent"] == 0, "mipkd", "latent",
+         "fitted mixers work in the teacher's feature space: leave latent=0")
+    need(0 < o["fpm_area"] <= 1, "mipkd", "fpm_area", f"is a share of the map in (0, 1], got {o['fpm_area']}")
+    need(o["bpm_every"] >= 0, "mipkd", "bpm_every", "must be 0 (no Block Prior Mixer) or a number of steps")
+
+
+METHOD = MethodSpec(
+    id="mipkd",
+    title="MiPKD: Feature and Block Prior Mixers at matched boundaries, plus logits-KD",
+    build=MiPKD,
+    options={
+        "l_kd": 1.0,
+        "l_feat": 1.0,
+        "l_ae": 1.0,
+        "l_block": 0.1,
+        "latent": 0,
+        "encoder": "conv1",
+        "mixer_init": "random",
+        "mask_ratio": 0.5,
+        "fpm_area": 0.25,
+        "norm": "channel",
+        "bpm_every": 8,
+        "bpm_boundaries": "one",
+        "route": "random",
+        "switch": "once",
+    },
+    option_help={
+        "l_kd": "weight of L1(student output, teacher output)",
+        "l_feat": "weight of the Feature Prior Mixer loss L1(decoded mix, teacher feature)",
+        "l_ae": "auto-encoder loss weight, relative to l_feat",
+        "l_block": "weight of the Block Prior Mixer loss L1(routed output, teacher output)",
+        "latent": "latent width C_z of the mixers' encoders/decoder (0: the widest student boundary; fitted: the teacher's width)",
+        "encoder": "encoder/decoder shape: conv3 (3x3 conv, act, 3x3 conv; the paper's CNN), conv1 (1x1 convs), linear (one 1x1 conv)",
+        "mixer_init": "random, or fit (linear mixers only): teacher encoder/decoder at the identity, student encoder and adapters by least squares on the first batch",
+        "mask_ratio": "probability that a latent element comes from the teacher (the 3D mask's mean)",
+        "fpm_area": "share of each feature map the Feature Prior Mixer sees per step (a random window; 1: all)",
+        "norm": "feature scaling before mixing: channel (running per-channel std), global, none",
+        "bpm_every": "run the Block Prior Mixer's routed forward every N steps (0: never)",
+        "bpm_boundaries": "boundaries routed per BPM step: one (drawn at random) or all",
+        "route": "network after the boundary: random (teacher or student, 50/50), teacher, student",
+        "switch": "routed path picks a network once, or again at every later boundary (each)",
+    },
+    choices={
+        "encoder": ENCODERS,
+        "mixer_init": ("random", "fit"),
+        "norm": NORMS,
+        "bpm_boundaries": BPM_BOUNDARIES,
+        "route": ROUTES,
+        "switch": SWITCHES,
+    },
+    check=_check,
+    uses_features=True,
+    reference="Li et al., Knowledge Distillation with Multi-granularity Mixture of Priors for Image Super-Resolution, ICLR 2025",
+)
