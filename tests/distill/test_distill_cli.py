@@ -143,7 +143,7 @@ def test_a_tiny_distillation_writes_the_plain_student_with_its_record(files, tmp
     out = tmp_path / "student.safetensors"
     r = distill(files, "--student-arch", "edsr-lite", "--student-opt", "n_feats=8", "--data", files / "photos",
                 "--steps", "2", "--batch-size", "2", "--patch-size", "16", "--val-fraction", "0.3",
-                "--run-dir", tmp_path / "run", "-o", out, "--method-opt", "latent=8", "--json")
+                "--run-dir", tmp_path / "run", "-o", out, "--method-opt", "l_feat=0.5", "--json")
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["steps"] == 2 and summary["teacher_signal"] == "cache" and summary["validation"]["psnr_y"] > 0
@@ -151,7 +151,7 @@ def test_a_tiny_distillation_writes_the_plain_student_with_its_record(files, tmp
     fresh = small("edsr", n_feats=8, n_resblocks=8)
     assert list(student.net.state_dict()) == list(fresh.net.state_dict())
     prov = student.metadata["provenance"]
-    assert prov["method"] == "mipkd" and prov["method_options"]["latent"] == 8 and prov["method_options"]["l_block"] == 0.1
+    assert prov["method"] == "mipkd" and prov["method_options"]["l_feat"] == 0.5 and prov["method_options"]["l_block"] == 0.1
     assert prov["teacher"]["arch"] == "edsr" and prov["teacher"]["sha256"] == file_sha256(files / "teacher.safetensors")
     assert prov["steps"] == 2 and prov["data"]["images"] == 2 and prov["validation"]["psnr_y"] > 0
     assert prov["boundaries"] == "0:3,1:7"
@@ -161,3 +161,51 @@ def test_a_tiny_distillation_writes_the_plain_student_with_its_record(files, tmp
     again = run_cli("distill", "--run-dir", tmp_path / "run", "--resume", "auto", "--steps", "3", "--overwrite", "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["steps"] == 3
+
+
+def test_a_config_file_holds_the_whole_distillation(files, tmp_path):
+    """Teacher, student, method and its options live in the TOML's [distill] table; flags win."""
+    config = tmp_path / "run.toml"
+    config.write_text(textwrap.dedent(f"""
+        steps = 2
+        patch_size = 16
+        [distill]
+        teacher = "{files / 'teacher.safetensors'}"
+        student_arch = "edsr-lite"
+        student_opt = {{ n_feats = 8 }}
+        method = "mipkd"
+        method_opt = {{ l_feat = 0.5, bpm_every = 2 }}
+        K = 1
+    """))
+    r = run_cli("distill", "--config", config, "--dry-run", "--json")
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)
+    assert plan["method"] == "mipkd" and plan["options"]["l_feat"] == 0.5 and plan["options"]["bpm_every"] == 2
+    assert len(plan["boundaries"]) == 1 and plan["student"]["hparams"]["n_feats"] == 8
+    r = run_cli("distill", "--config", config, "--method-opt", "l_feat=0.25", "--K", "2", "--dry-run", "--json")
+    plan = json.loads(r.stdout)
+    assert plan["options"]["l_feat"] == 0.25 and plan["options"]["bpm_every"] == 8 and len(plan["boundaries"]) == 2
+
+
+def test_a_bad_distill_table_is_one_line(files, tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text('[distill]\nteachr = "x.pth"\n')
+    assert_one_line_error(run_cli("distill", "--config", config, "--dry-run"), "unknown key 'teachr' in [distill]", code=2)
+    config.write_text('[distill]\nK = "two"\n')
+    assert_one_line_error(run_cli("distill", "--config", config, "--dry-run"), "[distill] K = 'two' is not int", code=2)
+    config.write_text(f'stepz = 3\n[distill]\nteacher = "{files / "teacher.safetensors"}"\nstudent_arch = "edsr-lite"\n')
+    assert_one_line_error(run_cli("distill", "--config", config, "--dry-run"), "unknown key 'stepz'", code=2)
+    # `train` has no [distill] table to read: the section is an unknown key there.
+    config.write_text('steps = 1\n[distill]\nmethod = "logits"\n')
+    assert_one_line_error(run_cli("train", "--config", config, "--arch", "edsr-lite"), "unknown key 'distill'", code=2)
+
+
+def test_another_method_on_the_command_line_leaves_the_files_options_out(files, tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text(f'[distill]\nteacher = "{files / "teacher.safetensors"}"\nstudent_arch = "edsr-lite"\n'
+                      'method = "mipkd"\nmethod_opt = {{ l_feat = 0.5 }}\n'.replace("{{", "{").replace("}}", "}"))
+    r = run_cli("distill", "--config", config, "--method", "scratch", "--dry-run", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["method"] == "scratch"
+    r = run_cli("distill", "--config", config, "--method", "logits", "--method-opt", "l_kd=2", "--dry-run", "--json")
+    assert json.loads(r.stdout)["options"] == {"l_kd": 2.0}

@@ -158,7 +158,7 @@ SPEC = ArchSpec(
     presets={
         "edsr": {"n_resblocks": 32, "n_feats": 256, "res_scale": 0.1},
         "edsr-baseline": {"n_resblocks": 16, "n_feats": 64, "res_scale": 1.0},
-        "edsr-lite": {"n_resblocks": 8, "n_feats": 32, "res_scale": 1.0},
+        "edsr-lite": {"n_resblocks": 8, "n_feats": 32, "res_scale": 1.0, "bicubic_skip": True},
     },
     blocks=blocks,
     block_channels=block_channels,

@@ -8,6 +8,7 @@ import numpy as np
 import typer
 
 from ..compare import Crop, compare_arrays, load_inputs, render
+from ..bundled import bundled_name
 from ..data.imageio import write_image
 from ..errors import UsageError
 from ..evaluate import model_label
@@ -18,7 +19,7 @@ from ._console import console, print_json, safe
 def compare(
     image: Path = typer.Argument(..., help="Low-resolution input (or the HR image with --from-hr)."),
     output: Path = typer.Option(..., "-o", "--output", help="The PNG to write."),
-    model: list[str] = typer.Option([], "-m", "--model", help="Model file or preset (repeatable)."),
+    model: list[str] = typer.Option([], "-m", "--model", help="Model file, bundled model (teacher, student, student-x2, ...) or preset (repeatable)."),
     scale: int | None = typer.Option(None, "-s", "--scale", help="Scale (default: the models')."),
     hr: Path | None = typer.Option(None, "--hr", help="Ground-truth HR image for IMAGE (adds an HR panel and PSNR)."),
     from_hr: bool = typer.Option(False, "--from-hr", help="IMAGE is HR: make the input with MATLAB bicubic downscaling."),
@@ -36,7 +37,8 @@ def compare(
     models = [resolve_model(m, scale) for m in model]
     named = {}
     for m in models:
-        named[model_label(m, set(named) | {"bicubic", "HR"})] = m
+        bundled = bundled_name(m.source)  # "teacher-x4" rather than the file's stem
+        named[bundled if bundled and bundled not in named else model_label(m, set(named) | {"bicubic", "HR"})] = m
     scale = common_scale(models, scale)
     if zoom is not None and zoom < 1:
         raise UsageError(f"--zoom must be >= 1, got {zoom}")

@@ -1,4 +1,4 @@
-"""``srdistill inspect FILE``: what a model file holds."""
+"""``srdistill inspect FILE|NAME``: what a model file (or a bundled model, e.g. ``teacher-x4``) holds."""
 
 from __future__ import annotations
 
@@ -7,22 +7,26 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from ..bundled import bundled_name, resolve_model_ref
 from ..models import inspect_model
 from ._console import console, fmt_params, print_json, safe
 from .options import parse_opts
 
 
 def inspect(
-    file: Path = typer.Argument(..., help="Model file (.safetensors, .pth, .pt, .ckpt)."),
+    file: Path = typer.Argument(..., help="Model file (.safetensors, .pth, .pt, .ckpt) or a bundled model (teacher-x4, student, ...)."),
     opt: list[str] = typer.Option([], "--opt", help="Override a hyperparameter the weights cannot tell, e.g. res_scale=0.1."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Detect a model file's architecture, scale and hyperparameters."""
-    info = inspect_model(file, hparams=parse_opts(opt))
+    path = resolve_model_ref(file)
+    info = inspect_model(path, hparams=parse_opts(opt))
+    bundled = bundled_name(path)
+    info = {"file": info["file"], "bundled": bundled, **info}
     if json_out:
         print_json(info)
         return
-    table = Table(title=f"{safe(file)}", show_header=False)
+    table = Table(title=safe(f"{bundled} (bundled: {path})" if bundled else file), show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
     table.add_row("architecture", safe(info["arch"]))

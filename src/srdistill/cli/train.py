@@ -9,8 +9,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import typer
 from rich.markup import escape
@@ -18,10 +17,11 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.text import Text
 
 from ..errors import Interrupted, SrdistillError
-from ..train.config import build_config
+from ..train.loop import TrainResult
 from ..train.loop import train as run_training
 from ..train.progress import StepReport, TrainCallback
 from ._console import console, err_console, print_json
+from .engine_options import EngineFlags, with_engine_options
 from .options import parse_opts
 
 
@@ -128,85 +128,60 @@ class ConsoleProgress(TrainCallback):
         self.stop()
 
 
+@with_engine_options()
 def train(
+    *,
     arch: str = typer.Option(None, "--arch", help="Preset or arch id to train (see `srdistill archs`), e.g. edsr-lite."),
     arch_opt: list[str] = typer.Option([], "--arch-opt", help="Override a hyperparameter of the preset, e.g. n_feats=32 (repeatable)."),
-    data: str = typer.Option(None, "--data", help="Training images: a folder of HR images, or HR/ + LR_bicubic/X{s}/."),
-    scale: int = typer.Option(None, "--scale", help="Upscaling factor (default 4)."),
-    hr_downscale: float = typer.Option(None, "--hr-downscale", help="Shrink each HR photo by this factor first (cleans JPEG photos; default 1)."),
-    patch_size: int = typer.Option(None, "--patch-size", help="LR patch side in pixels (default 48)."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Patches per step and process (default 16)."),
-    workers: int = typer.Option(None, "--workers", help="Data-loader worker processes (-1 auto, 0 in-process)."),
-    val_data: str = typer.Option(None, "--val-data", help="Validation folder (e.g. ../shared/data/benchmarks/Set5)."),
-    val_fraction: float = typer.Option(None, "--val-fraction", help="Hold out this fraction of the training images for validation."),
-    val_every: int = typer.Option(None, "--val-every", help="Validate every N steps (default 500; 0 only at the end)."),
-    steps: int = typer.Option(None, "--steps", help="Number of optimizer steps."),
-    max_time: str = typer.Option(None, "--max-time", help="Training time budget: seconds or 30m, 2h, 1h30m."),
-    lr: float = typer.Option(None, "--lr", help="Peak learning rate (default 2e-4, Adam)."),
-    schedule: str = typer.Option(None, "--schedule", help="cosine (default) or multistep."),
-    warmup: int = typer.Option(None, "--warmup", help="Linear warm-up steps (default 0)."),
-    ema: float = typer.Option(None, "--ema", help="EMA decay of the weights, e.g. 0.999 (default 0: off); the output holds the EMA."),
-    grad_clip: float = typer.Option(None, "--grad-clip", help="Clip the gradient norm to this (default 0: off)."),
-    seed: int = typer.Option(None, "--seed", help="Seed for initialisation and data (default 0)."),
-    device: str = typer.Option(None, "--device", help="auto (default), cpu, cuda or cuda:N."),
-    precision: str = typer.Option(None, "--precision", help="auto (default: bf16 where native, else fp32), fp32, bf16 or fp16."),
-    channels_last: bool = typer.Option(None, "--channels-last/--no-channels-last", help="channels_last memory format (default on: faster convolutions)."),
-    threads: int = typer.Option(None, "--threads", help="CPU threads (default: physical cores / processes per node)."),
-    output: Path = typer.Option(None, "-o", "--output", help="Also write the final model here (.safetensors)."),
-    overwrite: bool = typer.Option(None, "--overwrite", help="Replace an existing output file."),
-    run_dir: str = typer.Option(None, "--run-dir", help="Run folder (default runs/<arch>-x<scale>-<time>)."),
-    checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Checkpoint every N steps (default 1000; also every 10 min)."),
-    config: Path = typer.Option(None, "--config", help="TOML file with the same keys as these flags (flags win)."),
-    resume: str = typer.Option(None, "--resume", help="Continue a run: a checkpoint file, or 'auto' (newest in --run-dir)."),
+    init: str = typer.Option(None, "--init", help="Start from this model file's weights (same arch; tensors matched by name and shape, e.g. an x2 run from an x4 body)."),
+    engine: EngineFlags,  # --data, --scale, --steps, ... (see engine_options.py)
     json_out: bool = typer.Option(False, "--json", help="No live display; print a JSON summary at the end."),
 ) -> None:
     """Train a super-resolution model from scratch (checkpointed, resumable, torchrun-ready)."""
     rank = int(os.environ.get("RANK", "0") or 0)
-    flags = {
-        "arch": arch, "arch_opt": parse_opts(arch_opt) if arch_opt else None, "data": data, "scale": scale,
-        "hr_downscale": hr_downscale, "patch_size": patch_size, "batch_size": batch_size, "workers": workers,
-        "val_data": val_data, "val_fraction": val_fraction, "val_every": val_every, "steps": steps,
-        "max_time": max_time, "lr": lr, "schedule": schedule, "warmup": warmup, "ema": ema, "grad_clip": grad_clip,
-        "seed": seed, "device": device, "precision": precision, "channels_last": channels_last, "threads": threads,
-        "output": str(output) if output else None, "overwrite": overwrite, "run_dir": run_dir,
-        "checkpoint_every": checkpoint_every, "resume": resume,
-    }
+    own = {"arch": arch, "arch_opt": parse_opts(arch_opt) if arch_opt else None, "init": init}
+    result = run_with_progress(lambda callback: run_training(engine.build(**own), callback=callback), json_out, rank)
+    if result is not None:
+        report_result(result, json_out, "model written to", config=result.config)
+
+
+def run_with_progress(run: Callable[[TrainCallback | None], TrainResult], json_out: bool, rank: int) -> TrainResult | None:
+    """``run(callback)`` as this torchrun rank, for `train` and `distill` alike. Rank 0 shows the
+    progress and turns an interruption into one line and its exit code; the other ranks do the same
+    work silently and return None (rank 0 reports, including errors)."""
     if rank != 0:
-        _quiet_rank(flags, config)
-        return
-    cfg = build_config(flags, config)
+        warnings.simplefilter("ignore")
+        try:
+            run(None)
+        except SrdistillError as exc:
+            raise typer.Exit(exc.exit_code) from None
+        return None
     progress = ConsoleProgress(json_out)
     try:
-        result = run_training(cfg, callback=progress)
+        return run(progress)
     except Interrupted as exc:
         progress.stop()
         err_console.print(f"[yellow]stopped:[/yellow] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     finally:
         progress.stop()
-    summary = {
-        "output": str(result.output),
-        "run_dir": str(result.run_dir),
-        "steps": result.steps,
-        "train_seconds": round(result.elapsed, 2),
-        "stopped": result.stopped,
-        "final_loss": result.final_loss,
-        "validation": result.last_val,
-        "resumed_from": str(result.resumed_from) if result.resumed_from else None,
-        "config": result.config,
-    }
+
+
+def report_result(result: TrainResult, json_out: bool, written: str, **extra: Any) -> None:
+    """The end of a finished run: a JSON summary (``extra`` adds the command's own keys), or one line."""
     if json_out:
-        print_json(summary)
+        print_json({
+            "output": str(result.output),
+            "run_dir": str(result.run_dir),
+            "steps": result.steps,
+            "train_seconds": round(result.elapsed, 2),
+            "stopped": result.stopped,
+            "final_loss": result.final_loss,
+            "validation": result.last_val,
+            "resumed_from": str(result.resumed_from) if result.resumed_from else None,
+            **extra,
+        })
         return
     val = result.last_val
     val_text = f", validation PSNR-Y {val['psnr_y']:.3f} dB / SSIM-Y {val['ssim_y']:.4f}" if val else ""
-    console.print(f"[green]done:[/green] {result.steps} steps in {_fmt_time(result.elapsed)}{val_text}; model written to {escape(str(result.output))}")
-
-
-def _quiet_rank(flags: dict[str, Any], config: Path | None) -> None:
-    """A non-zero torchrun rank: same work, no output (rank 0 reports, including errors)."""
-    warnings.simplefilter("ignore")
-    try:
-        run_training(build_config(flags, config))
-    except SrdistillError as exc:
-        raise typer.Exit(exc.exit_code) from None
+    console.print(f"[green]done:[/green] {result.steps} steps in {_fmt_time(result.elapsed)}{val_text}; {written} {escape(str(result.output))}")

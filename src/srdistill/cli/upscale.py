@@ -1,4 +1,6 @@
-"""``srdistill upscale INPUT... [-o OUT] [-s S] [--model FILE|PRESET]``: upscale images and folders."""
+"""``srdistill upscale INPUT... [-o OUT] [-s S] [--model FILE|NAME|PRESET]``: upscale images and folders.
+
+Without ``--model`` the bundled student for the scale is used (``student-x4`` by default)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..bundled import bundled_name
 from ..data.imageio import DEFAULT_MAX_PIXELS
 from ..upscale import DEFAULT_MAX_OUTPUT_PIXELS, ImageResult, UpscaleProgress, resolve_model, results_json, upscale_paths
 from ._console import console, err_console, print_json, safe
@@ -60,7 +63,7 @@ def upscale(
     inputs: list[str] = typer.Argument(..., help="Image files, folders or (quoted) glob patterns."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Output file (one input) or folder. Default: next to each input as NAME_x{s}.EXT."),
     scale: int | None = typer.Option(None, "-s", "--scale", help="Output scale. Default: the model's."),
-    model: str | None = typer.Option(None, "-m", "--model", help="Model file (.safetensors/.pth) or a preset name (random weights, for speed tests)."),
+    model: str | None = typer.Option(None, "-m", "--model", help="Model file (.safetensors/.pth), a bundled model (student, teacher, student-x2, ...; default: the bundled student) or a preset name (random weights, for speed tests)."),
     tile: int | None = typer.Option(None, "-t", "--tile", help="Tile size in input pixels. Default: from free memory."),
     tile_pad: int | None = typer.Option(None, "--tile-pad", help="Context pixels around each tile (default 24)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
@@ -90,15 +93,17 @@ def upscale(
             tta=tta, allow_resize=not no_resize, threads=threads, progress=progress,
         )
     failed = [r for r in results if r.status == "failed"]
+    bundled = bundled_name(sr_model.source)
     if json_out:
         print_json({
             "model": str(sr_model.source or sr_model.preset or sr_model.arch),
+            "bundled": bundled,
             "scale": scale or sr_model.scale,
             "images": results_json(results),
             "failed": len(failed),
         })
     else:
-        name = sr_model.source.name if sr_model.source else (sr_model.preset or sr_model.arch)
+        name = bundled or (sr_model.source.name if sr_model.source else (sr_model.preset or sr_model.arch))
         console.print(_summary(results, f"{name} (x{sr_model.scale}) -> x{scale or sr_model.scale}"))
     for r in failed:
         err_console.print(f"[red]error:[/red] {safe(r.message)}", highlight=False, soft_wrap=True)

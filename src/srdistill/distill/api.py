@@ -1,6 +1,6 @@
 """``distill()``: train a small student from a large teacher with one of the registered methods.
 
-    from srdistill import distill
+    from srdistill.distill import distill
     result = distill("swinir_x4.safetensors", "edsr-lite", "photos/", method="mipkd", steps=2000)
 
 Everything that can be wrong with the inputs (teacher file, scale, student preset, method and its
@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ..bundled import resolve_model_ref
 from ..errors import UsageError
 from ..hooks import block_hooks
 from ..models import SRModel, file_sha256, load_model
@@ -169,6 +170,13 @@ def _student_spec(name: str):
         raise
 
 
+def _model_ref(ref: str | Path, scale: int | None, flag: str) -> Path:
+    try:
+        return resolve_model_ref(ref, scale)
+    except UsageError as exc:
+        raise UsageError(f"{flag} {exc}") from None
+
+
 def plan_distillation(
     teacher: str | Path | SRModel,
     student_arch: str | None = None,
@@ -194,7 +202,8 @@ def plan_distillation(
     if isinstance(teacher, SRModel):
         teacher_model = teacher
     else:
-        teacher_file = Path(teacher)
+        # A file wins; otherwise "teacher" / "teacher-x2" name the bundled teacher (at --scale, default x4).
+        teacher_file = _model_ref(teacher, scale, "--teacher")
         teacher_model = load_model(teacher_file)
     if scale is not None and scale != teacher_model.scale:
         raise UsageError(
@@ -202,6 +211,8 @@ def plan_distillation(
             f"omit --scale (the teacher implies it) or use a x{scale} teacher"
         )
     teacher_model.net.eval().requires_grad_(False)
+    if student_file is not None:
+        student_file = _model_ref(student_file, teacher_model.scale, "--student")
     student = _student_model(teacher_model, student_arch, student_options, student_file, seed)
     notes = []
     found: tuple[Boundary, ...] = ()
@@ -328,5 +339,12 @@ def run_plan(
 ) -> TrainResult:
     """Train the planned student on the engine; ``settings`` go to ``distill.json`` in the run folder."""
     if settings is not None:
+        # distill.json names the files actually loaded, so that a bundled name ("teacher") is not
+        # recorded as a path relative to the folder the run happened to start in.
+        settings = dict(settings)
+        if plan.teacher_file is not None:
+            settings["teacher"] = str(plan.teacher_file.resolve())
+        if plan.student_file is not None:
+            settings["student_file"] = str(plan.student_file.resolve())
         callback = _RecordSettings(callback, settings)
     return train(config, objective=plan.objective, student=plan.student, callback=callback, provenance=plan.provenance())

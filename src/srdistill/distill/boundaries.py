@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass
 from ..errors import UsageError
 from ..models import SRModel
 
-# The automatic K stops at 2: every boundary adds a mixer whose cost grows with the number of
-# boundaries (MiPKD's mixers at K=4 cost 4.8x a student step on edsr-baseline -> a 32 ch / 4 block
-# student, 2.9x at K=2; docs/distilling.md). --K goes up to the shallower depth.
+# The automatic K stops at 2: every boundary adds a mixer (the paper's 64-wide 3x3 mixers cost
+# 4.8x a student step at K=4 and 2.9x at K=2 for edsr-baseline -> a 32 ch / 4 block student), and
+# no measurement here showed more boundaries paying (benchmarks/RESULTS.md). --K goes up to the
+# shallower depth.
 MAX_AUTO_K = 2
 
 

@@ -34,6 +34,7 @@ class TrainConfig:
     arch: str | None = None
     arch_opt: dict[str, Any] = field(default_factory=dict)
     scale: int = 4
+    init: str | None = None  # model file to start from (matching tensors; e.g. x2 from an x4 body)
     # data
     data: str | None = None
     hr_downscale: float = 1.0
@@ -188,7 +189,8 @@ def typed_values(values: Mapping[str, Any], source: str, cls: type[TrainConfig] 
     return out
 
 
-def read_toml(path: str | Path, cls: type[TrainConfig] = TrainConfig) -> dict[str, Any]:
+def read_toml(path: str | Path, cls: type[TrainConfig] = TrainConfig, tables: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The engine keys of a TOML file; ``tables`` are sections another layer reads (``[distill]``)."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"config file {path} does not exist (check the --config path)")
@@ -196,6 +198,8 @@ def read_toml(path: str | Path, cls: type[TrainConfig] = TrainConfig) -> dict[st
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
+    for table in tables:
+        raw.pop(table, None)
     return typed_values(raw, str(path), cls)
 
 
@@ -281,12 +285,13 @@ def run_dir_of_checkpoint(path: str | Path) -> Path | None:
 
 
 def build_config(
-    flags: Mapping[str, Any], config_file: str | Path | None = None, cls: type[TrainConfig] = TrainConfig
+    flags: Mapping[str, Any], config_file: str | Path | None = None, cls: type[TrainConfig] = TrainConfig,
+    tables: tuple[str, ...] = (),
 ) -> TrainConfig:
     """The resolved configuration of an invocation: defaults < the run's saved config.toml (when
     resuming) < ``config_file`` < ``flags`` (None values in ``flags`` mean "not given")."""
     cli = typed_values({k: v for k, v in flags.items() if v is not None and v != {}}, "command line", cls)
-    file_layer = read_toml(config_file, cls) if config_file else {}
+    file_layer = read_toml(config_file, cls, tables) if config_file else {}
     resume = cli.get("resume", file_layer.get("resume"))
     base: dict[str, Any] = {}
     if resume:

@@ -32,7 +32,7 @@ from .progress import StepReport, TrainCallback, TrainingWarning
 from .records import LossWindow
 from .schedules import lr_at, run_progress
 from .seeding import seed_rank_stream
-from .session import RunState, build_student
+from .session import RunState, build_student, initialise_from
 from .signals import graceful_stop
 from .step import StepOutcome, Stepper
 from .validate import evaluate_images
@@ -95,6 +95,10 @@ class _Run(RunState):
         self._setup_run_dir()
         resume_state = self._find_resume()
         self.student = self.student_arg if self.student_arg is not None else build_student(c)
+        if c.init and resume_state is None:
+            if self.student_arg is not None:
+                raise UsageError("init is for `srdistill train`; a distillation starts its student from --student FILE")
+            self.note(initialise_from(self.student, c.init))
         c.arch_opt = {k: v for k, v in self.student.hparams.items() if self._differs_from_preset(k)}
         if resume_state is not None:
             self._check_identity(resume_state)  # before any data is read

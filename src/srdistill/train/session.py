@@ -24,7 +24,7 @@ from ..data.dataset import (
 from ..errors import DataError, SrdistillError, UsageError
 from ..io.atomic import atomic_write, check_writable
 from ..io.checkpoints import CheckpointError, list_checkpoints, load_checkpoint, load_latest, save_checkpoint
-from ..models import SRModel
+from ..models import SRModel, load_model
 from ..registry import find_preset, get_arch
 from .config import TrainConfig, to_toml
 from .ddp import DistContext
@@ -58,6 +58,35 @@ def build_student(config: TrainConfig) -> SRModel:
     hparams = spec.resolve(config.arch_opt, preset=preset)
     seed_everything(config.seed)
     return SRModel(spec, config.scale, hparams, spec.instantiate(config.scale, hparams))
+
+
+def initialise_from(model: SRModel, path: str | Path) -> str:
+    """Copy into ``model`` every tensor of the model file at ``path`` with the same name and shape
+    (all of them for the same arch and size; the body when only the scale differs, as EDSR trains
+    x3/x4 from its x2 model). Returns a one-line account of what was taken."""
+    source = load_model(path)
+    if source.spec.id != model.spec.id:
+        raise UsageError(
+            f"--init {path} is a {source.spec.id} model but the run trains {model.spec.id}; "
+            f"pass a {model.spec.id} file (or use `srdistill distill` to learn from another arch)"
+        )
+    theirs = source.net.state_dict()
+    mine = model.net.state_dict()
+    taken = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
+    # Frozen constants (EDSR's mean shift, the 3-channel output bias) fit any width: only the
+    # trained tensors tell whether the file is the same network.
+    trained = {name for name, p in model.net.named_parameters() if p.requires_grad}
+    if len(trained & set(taken)) * 2 < len(trained):
+        raise UsageError(f"--init {path}: only {len(trained & set(taken))} of {len(trained)} trained tensors of "
+                         f"{model.spec.id} x{model.scale} match it by name and shape; check --arch-opt against `srdistill inspect {path}`")
+    with torch.no_grad():
+        for key, value in taken.items():
+            mine[key].copy_(value)
+    left = sorted(set(mine) - set(taken))
+    unused = len(set(theirs) - set(taken))
+    rest = f"; {len(left)} kept fresh: {', '.join(left[:4])}{' ...' if len(left) > 4 else ''}" if left else ""
+    rest += f"; {unused} of the file's tensors unused" if unused else ""
+    return f"initialised {len(taken)} of {len(mine)} tensors from {path} (x{source.scale}){rest}"
 
 
 def default_run_dir(config: TrainConfig) -> str:
