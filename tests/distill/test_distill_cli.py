@@ -184,7 +184,7 @@ def test_a_config_file_holds_the_whole_distillation(files, tmp_path):
     assert len(plan["boundaries"]) == 1 and plan["student"]["hparams"]["n_feats"] == 8
     r = run_cli("distill", "--config", config, "--method-opt", "l_feat=0.25", "--K", "2", "--dry-run", "--json")
     plan = json.loads(r.stdout)
-    assert plan["options"]["l_feat"] == 0.25 and plan["options"]["bpm_every"] == 8 and len(plan["boundaries"]) == 2
+    assert plan["options"]["l_feat"] == 0.25 and plan["options"]["bpm_every"] == 16 and len(plan["boundaries"]) == 2
 
 
 def test_a_bad_distill_table_is_one_line(files, tmp_path):

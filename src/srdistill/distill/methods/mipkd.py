@@ -229,7 +229,7 @@ METHOD = MethodSpec(
         "mask_ratio": 0.5,
         "fpm_area": 0.25,
         "norm": "channel",
-        "bpm_every": 8,
+        "bpm_every": 16,
         "bpm_boundaries": "one",
         "route": "random",
         "switch": "once",
