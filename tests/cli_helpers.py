@@ -31,3 +31,17 @@ def assert_one_line_error(result, *fragments: str, code: int | None = None) -> s
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]
+
+
+def write_training_photos(folder: Path, names: list[str]) -> Path:
+    """Tiny 64x72 training photos (a ramp plus noise: texture enough for patches) named ``names``."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in names:
+        ramp = np.linspace(0, 255, 72)[None, :, None] * np.ones((64, 1, 3))
+        img = (ramp + rng.normal(0, 12, (64, 72, 3))).clip(0, 255).astype(np.uint8)
+        Image.fromarray(img).save(folder / name)
+    return folder

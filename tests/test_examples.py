@@ -11,10 +11,8 @@ import sys
 import tomllib
 from pathlib import Path
 
-import numpy as np
 import pytest
-from cli_helpers import assert_one_line_error, run_cli
-from PIL import Image
+from cli_helpers import assert_one_line_error, run_cli, write_training_photos
 
 import srdistill
 from srdistill.errors import UsageError
@@ -69,14 +67,7 @@ def test_example_runs(script):
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """A tiny DIV2K-style HR folder."""
-    folder = tmp_path_factory.mktemp("data") / "DIV2K_train_HR"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        ramp = np.linspace(0, 255, 72)[None, :, None] * np.ones((64, 1, 3))
-        img = (ramp + rng.normal(0, 12, (64, 72, 3))).clip(0, 255).astype(np.uint8)
-        Image.fromarray(img).save(folder / f"{i + 1:04d}.png")
-    return folder
+    return write_training_photos(tmp_path_factory.mktemp("data") / "DIV2K_train_HR", [f"{i + 1:04d}.png" for i in range(3)])
 
 
 def small_model(arch: str, **overrides):

@@ -7,12 +7,10 @@ import json
 import os
 import textwrap
 
-import numpy as np
 import pytest
 import torch
-from cli_helpers import assert_one_line_error, run_cli
+from cli_helpers import assert_one_line_error, run_cli, write_training_photos
 from distill_helpers import small
-from PIL import Image
 
 from srdistill.io.model_files import read_model_file
 from srdistill.models import file_sha256, load_model, save_model
@@ -22,13 +20,7 @@ from srdistill.models import file_sha256, load_model, save_model
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("distill")
     save_model(small("edsr"), root / "teacher.safetensors")
-    photos = root / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        ramp = np.linspace(0, 255, 72)[None, :, None] * np.ones((64, 1, 3))
-        img = (ramp + rng.normal(0, 12, (64, 72, 3))).clip(0, 255).astype(np.uint8)
-        Image.fromarray(img).save(photos / f"im{i}.png")
+    write_training_photos(root / "photos", [f"im{i}.png" for i in range(3)])
     (root / "garbage.pth").write_bytes(b"not a checkpoint at all" * 10)
     from safetensors.torch import save_file
 
