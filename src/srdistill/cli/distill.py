@@ -54,7 +54,9 @@ def _config_table(path: Path | None) -> dict[str, Any]:
         kind = TOML_KEYS[key]
         if not isinstance(value, kind) or isinstance(value, bool):
             raise UsageError(f"{path}: [distill] {key} = {value!r} is not {'a table' if kind is dict else kind.__name__}")
-    return table
+    # Spelled like the flags in the file; named like distill.json's settings from here on.
+    renamed = {"student_opt": "student_options", "method_opt": "method_options", "student": "student_file"}
+    return {renamed.get(key, key): value for key, value in table.items()}
 
 
 def _saved_settings(run_dir: str | None, resume: str | None) -> dict[str, Any]:
@@ -126,12 +128,8 @@ def distill(
     given = engine.flags
     # Flags win over the --config file's [distill] table, which wins over a resumed run's settings.
     saved = {**_saved_settings(given["run_dir"], given["resume"]), **_config_table(engine.config)}
-    saved["student_options"] = saved.pop("student_opt", saved.get("student_options", {}))
-    saved["method_options"] = saved.pop("method_opt", saved.get("method_options", {}))
     if method and method != saved.get("method", "mipkd"):
         saved["method_options"] = {}  # the file's options belong to the file's method (--method scratch: none)
-    if "student" in saved:
-        saved["student_file"] = saved.pop("student")
     if k is None and "K" in saved:
         k = saved["K"]
     if teacher_cache == "auto" and saved.get("teacher_cache"):
