@@ -64,7 +64,10 @@ def initialise_from(model: SRModel, path: str | Path) -> str:
     """Copy into ``model`` every tensor of the model file at ``path`` with the same name and shape
     (all of them for the same arch and size; the body when only the scale differs, as EDSR trains
     x3/x4 from its x2 model). Returns a one-line account of what was taken."""
-    source = load_model(path)
+    try:
+        source = load_model(path)
+    except SrdistillError as exc:
+        raise type(exc)(f"--init {exc}") from None
     if source.spec.id != model.spec.id:
         raise UsageError(
             f"--init {path} is a {source.spec.id} model but the run trains {model.spec.id}; "
