@@ -72,12 +72,36 @@ def test_fakd_affinity_trains_the_student():
 def test_mipkd_feature_mixer_and_autoencoder_terms():
     # Randomly initialised mixers: a fitted start sits exactly at the optimum of the teacher
     # half (E_T = D = identity), where L1 has a zero gradient for E_T until the student moves.
-    obj, s, t, terms, named = terms_and_params("mipkd", bpm_every=0, encoder="conv1", mixer_init="random")
+    obj, s, t, terms, named = terms_and_params("mipkd", bpm_every=0, encoder="conv1", mixer_init="random", l_feat=0.02)
     everything = {f"mixers.{k}.{part}" for k in (0, 1) for part in ("encode_teacher", "encode_student", "decode")}
     assert groups(reached(terms["fpm"], named)) == {"student", "student.first"} | everything
     # The auto-encoder loss sees the teacher alone: it trains E_T and D, never the student.
     assert groups(reached(terms["ae"], named)) == {f"mixers.{k}.{p}" for k in (0, 1) for p in ("encode_teacher", "decode")}
     assert "bpm" not in terms
+
+
+def test_without_the_feature_loss_mipkd_mixes_only_on_block_mixer_steps():
+    # l_feat=0 (the default): the mixers serve only the Block Prior Mixer, so a step without a
+    # routed pass costs what a logits-KD step costs: nothing mixed, normalised or differentiated.
+    t, s = frozen_teacher("edsr", n_resblocks=4), small("edsr", n_feats=8)
+    obj = objective("mipkd", t, s, bpm_every=3, bpm_boundaries="all", encoder="conv1", mixer_init="random")
+    assert obj.options["l_feat"] == 0 and obj.weights["fpm"] == 0 and obj.weights["ae"] == 0
+    named = parameter_table(obj, s)
+    mixers = {f"mixers.{k}.{p}" for k in (0, 1) for p in ("encode_teacher", "encode_student", "decode")}
+    s.net.train()
+    kinds = []
+    for step in range(6):
+        seen = int(obj.norm_teacher[0].seen)
+        terms = obj.losses(batch(seed=step), s.net)
+        routed = terms["bpm"].requires_grad
+        kinds.append(routed)
+        assert terms["fpm"].requires_grad is routed and (int(obj.norm_teacher[0].seen) > seen) is routed
+        if routed:
+            assert mixers <= groups(reached(terms["bpm"], named))
+        else:  # the last measured values, as constants
+            assert float(terms["fpm"]) == last_fpm and float(terms["bpm"]) == last_bpm
+        last_fpm, last_bpm = float(terms["fpm"]), float(terms["bpm"])
+    assert kinds == [True, False, False, True, False, False]
 
 
 @pytest.mark.parametrize("route", ["teacher", "student"])

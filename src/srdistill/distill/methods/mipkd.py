@@ -13,7 +13,9 @@ Per step (``docs/distilling.md`` explains every option and the measurements behi
   into the mixers and the student; the teacher's blocks before k are not recomputed (routing);
 * plus ``l1`` to the ground truth and ``kd`` to the teacher's output (logits-KD).
 
-Total: l1 + l_kd*kd + l_feat*(fpm + l_ae*ae) + l_block*bpm.
+Total: l1 + l_kd*kd + l_feat*(fpm + l_ae*ae) + l_block*bpm. By default l_feat is 0 (its loss
+cost quality at CPU budgets): the mixers are then trained through the Block Prior Mixer alone, and
+a step without a routed pass mixes nothing.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class MiPKD(DistillObjective):
         self.student_route = RoutedForward(context.student)
         self.weights = {"kd": o["l_kd"], "fpm": o["l_feat"], "ae": o["l_feat"] * o["l_ae"], "bpm": o["l_block"]}
         self._last_bpm: torch.Tensor | None = None
+        self._last_fpm: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def trainable(self) -> dict[str, nn.Module]:
         return {
@@ -137,16 +140,23 @@ class MiPKD(DistillObjective):
 
     def terms(self, batch: Batch, student: nn.Module, step: int) -> dict[str, torch.Tensor]:
         o = self.options
-        sr, student_feats = self.student_forward(student, batch.lr, features=True)
-        teacher = self.teacher_signal(batch)
-        out = {"l1": l1(sr, batch.hr), "kd": l1(sr, teacher.output)}
-        if self.fit and int(self.fitted.step) == 0 and student.training:
-            self._fit(student_feats, teacher.features)
         routes = self.plan_routes(step)
         routed = {k for k, _ in routes}
+        fitting = self.fit and int(self.fitted.step) == 0 and student.training
+        # With l_feat=0 the mixers only feed the Block Prior Mixer: a step without a routed
+        # pass needs no features and no mixing (a logits-KD step's cost).
+        feature_loss = o["l_feat"] > 0
+        mixing = feature_loss or bool(routes) or fitting
+        sr, student_feats = self.student_forward(student, batch.lr, features=mixing)
+        teacher = self.teacher_signal(batch)
+        out = {"l1": l1(sr, batch.hr), "kd": l1(sr, teacher.output)}
+        if fitting:
+            self._fit(student_feats, teacher.features)
         fpm = ae = sr.new_zeros((), dtype=torch.float32)
         mixed_features: dict[int, torch.Tensor] = {}
         for k, (fs, ft) in enumerate(zip(student_feats, teacher.features)):
+            if not feature_loss and k not in routed:
+                continue
             fs = match_size(fs, ft.shape[-2:])
             if k not in routed and o["fpm_area"] < 1:
                 # The mixer is pointwise (conv1) or nearly so: a random window of the maps gives an
@@ -161,9 +171,13 @@ class MiPKD(DistillObjective):
             fpm = fpm + l1(mixed, t)
             ae = ae + l1(auto, t)
             mixed_features[k] = mixed
-        count = max(1, len(mixed_features))
-        out["fpm"] = fpm / count
-        out["ae"] = ae / count
+        if mixed_features:
+            out["fpm"], out["ae"] = fpm / len(mixed_features), ae / len(mixed_features)
+            self._last_fpm = (out["fpm"].detach(), out["ae"].detach())
+        else:
+            # No mixing this step (l_feat=0, no routed pass): the last measured values, as
+            # constants, keep the logged terms the same from step to step.
+            out["fpm"], out["ae"] = self._last_fpm or (fpm, ae)
         if routes:
             bpm = sr.new_zeros((), dtype=torch.float32)
             sizes = [{"teacher": ft.shape[-2:], "student": fs.shape[-2:]} for fs, ft in zip(student_feats, teacher.features)]
@@ -220,7 +234,7 @@ METHOD = MethodSpec(
     build=MiPKD,
     options={
         "l_kd": 3.0,
-        "l_feat": 0.02,
+        "l_feat": 0.0,
         "l_ae": 1.0,
         "l_block": 0.1,
         "latent": 0,
@@ -236,7 +250,7 @@ METHOD = MethodSpec(
     },
     option_help={
         "l_kd": "weight of L1(student output, teacher output)",
-        "l_feat": "weight of the Feature Prior Mixer loss L1(decoded mix, teacher feature)",
+        "l_feat": "weight of the Feature Prior Mixer loss L1(decoded mix, teacher feature) (0: the mixers only feed the Block Prior Mixer)",
         "l_ae": "auto-encoder loss weight, relative to l_feat",
         "l_block": "weight of the Block Prior Mixer loss L1(routed output, teacher output)",
         "latent": "latent width C_z of the mixers' encoders/decoder (0: the widest student boundary; fitted: the teacher's width)",
