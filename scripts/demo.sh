@@ -6,7 +6,7 @@
 #
 #   bash scripts/demo.sh [OUT_DIR]          # default OUT_DIR: demo-output/ (replaced each run)
 #
-# DEMO_STEPS / DEMO_TIME shorten or lengthen the distillation (defaults 300 steps or 4 minutes,
+# DEMO_STEPS / DEMO_TIME shorten or lengthen the distillation (defaults 1000 steps or 4 minutes,
 # whichever comes first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,7 @@ set5=../shared/data/benchmarks/Set5
 
 echo "== distil the bundled x4 teacher into edsr-lite on $samples"
 $S distill --teacher teacher-x4 --student-arch edsr-lite --data "$samples" \
-  --steps "${DEMO_STEPS:-300}" --max-time "${DEMO_TIME:-4m}" --batch-size 8 --patch-size 32 \
+  --steps "${DEMO_STEPS:-1000}" --max-time "${DEMO_TIME:-4m}" --batch-size 8 --patch-size 32 \
   --run-dir "$out/run" -o "$out/demo-student.safetensors"
 
 photo=$(ls "$samples"/*.png | head -1)
