@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .bundled import bundled_name
 from .data.folders import IMAGE_SUFFIXES, ImagePair, find_images
 from .data.imageio import read_image, to_8bit
 from .data.resize import imresize_uint8
@@ -162,6 +163,10 @@ def gflops_per_megapixel(model: SRModel) -> float:
 
 
 def model_label(model: SRModel, taken: set[str]) -> str:
+    """A short unique name for a table row: the bundled name (``teacher-x4``) while it is free, else the file's stem."""
+    bundled = bundled_name(model.source)
+    if bundled and bundled not in taken:
+        return bundled
     base = model.source.stem if model.source is not None else (model.preset or model.arch)
     name, n = base, 2
     while name in taken:

@@ -8,7 +8,6 @@ import numpy as np
 import typer
 
 from ..compare import Crop, compare_arrays, load_inputs, render
-from ..bundled import bundled_name
 from ..data.imageio import write_image
 from ..errors import UsageError
 from ..evaluate import model_label
@@ -37,8 +36,7 @@ def compare(
     models = [resolve_model(m, scale) for m in model]
     named = {}
     for m in models:
-        bundled = bundled_name(m.source)  # "teacher-x4" rather than the file's stem
-        named[bundled if bundled and bundled not in named else model_label(m, set(named) | {"bicubic", "HR"})] = m
+        named[model_label(m, set(named) | {"bicubic", "HR"})] = m
     scale = common_scale(models, scale)
     if zoom is not None and zoom < 1:
         raise UsageError(f"--zoom must be >= 1, got {zoom}")

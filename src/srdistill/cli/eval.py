@@ -8,9 +8,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from ..bundled import bundled_name
 from ..errors import UsageError
-from ..evaluate import EvalResults, evaluate, find_sets, model_label
+from ..evaluate import EvalResults, evaluate, find_sets
 from ..upscale.model_choice import common_scale, resolve_model
 from ._console import console, err_console, fmt_params, print_json, safe
 
@@ -50,10 +49,6 @@ def eval_command(
         raise UsageError("nothing to evaluate: pass --model FILE (repeatable) and/or --bicubic")
     models = [resolve_model(m, scale) for m in model]
     scale = common_scale(models, scale)
-    named = {}
-    for m in models:
-        bundled = bundled_name(m.source)  # "teacher-x4" rather than the file's stem
-        named[bundled if bundled and bundled not in named else model_label(m, set(named) | {"bicubic"})] = m
     total = len(find_sets(data, scale))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err_console,
                   transient=True, disable=not err_console.is_terminal) as bars:
@@ -63,7 +58,7 @@ def eval_command(
             bars.update(task, description=safe(f"{set_name} / {method} / {image} ({total} set(s))"))
             bars.advance(task)
 
-        results = evaluate(named, data, scale, bicubic=bicubic, device=device, tile=tile, on_image=on_image)
+        results = evaluate(models, data, scale, bicubic=bicubic, device=device, tile=tile, on_image=on_image)
     if json_out:
         print_json(results.to_dict())
         return
