@@ -35,7 +35,7 @@ from srdistill.data.folders import ImagePair
 from srdistill.distill import DistillContext, match_boundaries
 from srdistill.train.objective import TrainingData
 from srdistill.models import build_model
-from srdistill.registry import get_method
+from srdistill.distill.registry import get_method
 from srdistill.train.objective import Batch
 
 SCALE = 4

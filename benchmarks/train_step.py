@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from srdistill.train import TrainCallback, TrainConfig, train
-from srdistill.train.loop import build_student
+from srdistill.train.session import build_student
 from srdistill.train.machine import default_threads, native_bf16
 
 PRESETS = ("edsr-lite", "edsr-baseline", "rcan-lite", "swinir-s")

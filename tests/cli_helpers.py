@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 
 def run_cli(*args: str | Path, cwd: Path | None = None, env: dict | None = None, timeout: float = 120):
@@ -18,6 +19,17 @@ def run_cli(*args: str | Path, cwd: Path | None = None, env: dict | None = None,
         env=full_env,
         timeout=timeout,
     )
+
+
+def invoke(*args) -> SimpleNamespace:
+    """Run ``srdistill ARGS`` in this process (Typer's runner): faster than :func:`run_cli` where
+    the test also patches the library (bundled weights, memory limits)."""
+    from typer.testing import CliRunner
+
+    from srdistill.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
 
 
 def assert_one_line_error(result, *fragments: str, code: int | None = None) -> str:

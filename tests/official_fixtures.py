@@ -1,5 +1,8 @@
-"""Shared access to ../shared/fixtures/official (checkpoints in official layouts + manifests), and
-the checks every per-architecture test file makes against them.
+"""Access to tests/fixtures/official (checkpoints in official layouts + manifests), and the checks
+every per-architecture test file makes against them.
+
+The fixtures are a copy of ``shared/fixtures/official`` kept in the repository so that a fresh
+clone runs these tests; test_official_loading.py checks the copy against the shared original.
 
 The assertion helpers fail inside the calling test like an inline ``assert`` would; they exist so
 that "reproduces the official output" means the same tolerance and input check in every file.
@@ -14,9 +17,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO / ".." / "shared"
-FIXTURES = SHARED / "fixtures" / "official"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "official"
 LAYOUTS = FIXTURES / "layouts"
 CASES: list[dict] = json.loads((FIXTURES / "cases.json").read_text())
 MANIFESTS: list[Path] = sorted(LAYOUTS.glob("*.json"))

@@ -21,14 +21,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from cli_helpers import assert_one_line_error
+from cli_helpers import assert_one_line_error, invoke
 from PIL import Image
-from typer.testing import CliRunner
+from shared_data import benchmark_set, shared_path
 
 import srdistill
 from srdistill import bundled
-from srdistill.bundled import bundled_models, recorded_set5_psnr, resolve_model_ref, samples_dir
-from srdistill.cli import app
+from srdistill.bundled import bundled_models, held_out_dir, recorded_set5_psnr, resolve_model_ref, samples_dir
+from srdistill.data.folders import find_images
 from srdistill.distill.api import plan_distillation
 from srdistill.errors import ModelFileError, UsageError
 from srdistill.evaluate import evaluate
@@ -36,20 +36,10 @@ from srdistill.evaluate import evaluate
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO / ".." / "shared" / "data"
-BENCHMARKS = SHARED / "benchmarks"
-PHOTOS = SHARED / "train-photos"
-needs_benchmarks = pytest.mark.skipif(not (BENCHMARKS / "Set5").is_dir(), reason=f"{BENCHMARKS} is absent")
-needs_photos = pytest.mark.skipif(not (PHOTOS / "COPYRIGHT").is_dir(), reason=f"{PHOTOS} is absent")
 
 # Set5 PSNR-Y over bicubic that a bundled model must reach (dB); x2 models must simply beat it.
 MARGIN_DB = {("teacher", 4): 1.5, ("student", 4): 0.8}
 ALLOWED_LICENCES = {"CC0-1.0", "CC-BY-4.0"}
-
-
-def invoke(*args) -> SimpleNamespace:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
 
 
 @pytest.fixture
@@ -143,10 +133,14 @@ def test_recorded_set5_psnr_only_from_a_whole_set5_validation_or_an_explicit_ent
 
 
 # -- samples and packaging ------------------------------------------------------------------------
-def attribution_sections() -> dict[str, str]:
-    text = (samples_dir() / "ATTRIBUTION.md").read_text(encoding="utf-8")
+def attribution_sections(folder: Path) -> dict[str, str]:
+    text = (folder / "ATTRIBUTION.md").read_text(encoding="utf-8")
     parts = re.split(r"^## (\S+)\s*$", text, flags=re.M)
     return dict(zip(parts[1::2], parts[2::2]))
+
+
+def pixels(folder: Path) -> dict[str, np.ndarray]:
+    return {p.name: np.asarray(Image.open(p).convert("RGB")) for p in sorted(folder.glob("*.png"))}
 
 
 def test_samples_are_six_small_crops_each_with_attribution():
@@ -156,7 +150,7 @@ def test_samples_are_six_small_crops_each_with_attribution():
     for png in pngs:
         with Image.open(png) as im:
             assert im.format == "PNG" and im.size == (256, 256) and im.mode == "RGB", png.name
-    sections = attribution_sections()
+    sections = attribution_sections(samples_dir())
     assert set(sections) == {p.name for p in pngs}
     for name, body in sections.items():
         fields = dict(re.findall(r"^- ([^:]+): (.+)$", body, flags=re.M))
@@ -167,12 +161,47 @@ def test_samples_are_six_small_crops_each_with_attribution():
                             r"then cropped to 256x256 at x=\d+, y=\d+", fields["Changes"]), name
 
 
-@needs_photos
+def test_held_out_crops_are_attributed_cc0_and_not_training_samples():
+    pngs = sorted(held_out_dir().glob("*.png"))
+    assert 3 <= len(pngs) <= 5
+    for png in pngs:
+        with Image.open(png) as im:
+            # Sides divisible by 2, 3 and 4: every bundled scale evaluates them whole.
+            assert im.format == "PNG" and im.mode == "RGB" and im.size[0] % 12 == 0 == im.size[1] % 12, png.name
+    sections = attribution_sections(held_out_dir())
+    assert set(sections) == {p.name for p in pngs}
+    for name, body in sections.items():
+        fields = dict(re.findall(r"^- ([^:]+): (.+)$", body, flags=re.M))
+        assert fields["Author / copyright"].strip() and fields["Licence"].split()[0] in ALLOWED_LICENCES, name
+        assert "lomiri-wallpapers-16.04" not in body, name  # the training photos' package
+    # No held-out crop repeats a training sample, and training on samples_dir() cannot see them:
+    # the dataset reads the top level of a folder only.
+    training = pixels(samples_dir())
+    for name, held in pixels(held_out_dir()).items():
+        assert not any(held.shape == t.shape and np.array_equal(held, t) for t in training.values()), name
+    assert find_images(samples_dir(), 4).pairs and all(p.hr.parent == samples_dir() for p in find_images(samples_dir(), 4).pairs)
+
+
 def test_samples_regenerate_exactly_from_the_training_photos_and_their_licences():
     # --check re-reads each photo's licence from its Debian copyright file and refuses SA/GPL ones.
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "make-samples.py"), "--check"],
+    photos = shared_path("data/train-photos/COPYRIGHT").parent
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "make-samples.py"), "--check", "--photos", str(photos)],
                             capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
+
+
+def test_held_out_crops_are_checked_against_every_training_photo(tmp_path):
+    # The photos' own source is not at hand here; a folder of "held-out" photos that are in fact
+    # training photos (renamed, re-encoded) must be refused before anything is compared or written.
+    photos = shared_path("data/train-photos/COPYRIGHT").parent
+    for name, training in (("chelsea.png", "mate_Aqua.jpg"), ("coffee.png", "Kite.jpg")):
+        with Image.open(photos / training) as im:
+            im.reduce(4).save(tmp_path / name)
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "make-samples.py"), "--held-out", "--check",
+                             "--photos", str(tmp_path), "--train-photos", str(photos), "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode != 0 and "is a training photo (mate_Aqua.jpg" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_package_data_ships_weights_and_samples():
@@ -180,7 +209,8 @@ def test_package_data_ships_weights_and_samples():
     globs = config["tool"]["setuptools"]["package-data"]["srdistill"]
     package = REPO / "src" / "srdistill"
     shipped = {"weights/teacher_x4.safetensors", "weights/student_x2.safetensors"}
-    shipped |= {str(p.relative_to(package)) for p in samples_dir().iterdir()}
+    shipped |= {str(p.relative_to(package)) for p in samples_dir().rglob("*") if p.is_file()}
+    assert "samples/held-out/ATTRIBUTION.md" in shipped and "samples/held-out/cat.png" in shipped
     for name in shipped:
         assert any(fnmatch.fnmatch(name, g) for g in globs), name
 
@@ -260,12 +290,29 @@ def test_archs_without_bundled_models_prints_one_table(empty_bundle):
     assert all(row["bundled_models"] == [] for row in json.loads(invoke("archs", "--json").stdout))
 
 
+def test_archs_describes_a_bundled_file_without_srdistill_metadata_by_loading_it(tmp_path, monkeypatch):
+    """`archs` reads srdistill's own files from their header; a plain state dict is detected instead."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    net = srdistill.build_model("edsr", 2, {"n_feats": 8, "n_resblocks": 1}).net
+    save_file(net.state_dict(), str(folder / "student_x2.safetensors"))
+    srdistill.save_model(srdistill.build_model("edsr-lite", 4), folder / "student_x4.safetensors")
+    monkeypatch.setattr(bundled, "weights_dir", lambda: folder)
+    rows = {row["id"]: row for row in json.loads(invoke("archs", "--json").stdout)}
+    listed = {b["name"]: b for b in rows["edsr"]["bundled_models"]}
+    plain, own = listed["student-x2"], listed["student-x4"]
+    assert plain["scale"] == 2 and plain["params"] == sum(p.numel() for p in net.parameters()) and plain["preset"] is None
+    assert own["preset"] == "edsr-lite" and own["params"] == srdistill.load_model(own["file"]).num_params
+
+
 def test_distill_resolves_bundled_teacher_and_student(bundle):
     plan = plan_distillation("teacher", "edsr-lite")
     assert plan.teacher_file == bundle.teacher_x4 and plan.provenance()["teacher"]["file"] == "teacher_x4.safetensors"
     plan = plan_distillation("teacher-x4", student_file="student")
     assert plan.student_file == bundle.student_x4 and plan.student.num_params < plan.teacher.num_params
-    with pytest.raises(UsageError, match="--teacher teacher: no bundled teacher-x2 model"):
+    with pytest.raises(UsageError, match="teacher teacher: no bundled teacher-x2 model"):
         plan_distillation("teacher", "edsr-lite", scale=2)
     with pytest.raises(ModelFileError, match="no such file"):
         plan_distillation("my-teacher", "edsr-lite")
@@ -304,11 +351,11 @@ def test_bundled_model_loads_and_records_its_provenance(model):
         assert config.get("arch") and config.get("scale") == model.scale and config.get("data"), config
 
 
-@needs_benchmarks
 @pytest.mark.parametrize("model", bundled_models(), ids=lambda m: m.name)
 def test_bundled_model_beats_bicubic_on_set5(model):
+    set5 = benchmark_set("Set5")
     loaded = srdistill.load_model(model.path)
-    results = evaluate({model.name: loaded}, BENCHMARKS / "Set5", model.scale, device="cpu")
+    results = evaluate({model.name: loaded}, set5, model.scale, device="cpu")
     gain = results.row("Set5", model.name).psnr - results.row("Set5", "bicubic").psnr
     needed = MARGIN_DB.get((model.role, model.scale), 0.0)
     recorded = srdistill.load_model(model.path).metadata["provenance"]["benchmarks"]["Set5"]

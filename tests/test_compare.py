@@ -63,7 +63,7 @@ def test_crop_outside_and_mismatched_hr(tmp_path):
         compare_arrays(lr, {}, 2, crops=[Crop(15, 0, 10, 10)])
     Image.fromarray(lr).save(tmp_path / "lr.png")
     Image.fromarray(textured()[:30, :40]).save(tmp_path / "hr.png")
-    with pytest.raises(UsageError, match="--hr"):
+    with pytest.raises(UsageError, match="^hr .*hr.png is 40x30"):
         load_inputs(tmp_path / "lr.png", 2, hr=tmp_path / "hr.png")
     with pytest.raises(UsageError, match="x,y,w,h"):
         Crop.parse("1,2,3")

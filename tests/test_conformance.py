@@ -1,20 +1,23 @@
 """Every registered architecture — built-ins and installed plugins — with no per-arch test code.
 
 For each arch and scale: a small instance survives a state-dict round trip through detection
-(same scale and hyperparameters), runs a 1x3x17x23 input to the right shape with finite values
+(same scale and hyperparameters), runs an odd-sized input (sized from the spec's ``min_size`` and
+``size_multiple``, so the network's own padding runs) to the right shape with finite values
 without touching the input, and every declared block boundary fires exactly once with the
 declared channels. Files written by srdistill load back to the same function.
 """
 
 from __future__ import annotations
 
+from importlib import metadata
+
 import pytest
 import torch
 
 from srdistill import load_model, save_model
+from srdistill.archs.registry import ARCHS, list_archs
 from srdistill.hooks import block_hooks
 from srdistill.models import SRModel
-from srdistill.registry import ARCHS, list_archs
 
 ARCH_SCALES = [(arch_id, s) for arch_id, spec in sorted(list_archs().items()) for s in spec.scales]
 
@@ -26,9 +29,22 @@ def small(arch_id: str, scale: int) -> SRModel:
     return SRModel(spec, scale, hp, spec.instantiate(scale, hp).eval())
 
 
-def test_builtins_and_example_plugin_are_registered():
-    assert {"edsr", "rcan", "swinir", "rrdbnet"} <= set(ARCHS.ids())
-    for arch_id in ("edsr", "rcan", "swinir", "rrdbnet"):
+def input_size(model: SRModel) -> tuple[int, int]:
+    """Height and width of at least 17 and ``min_size``, neither a multiple of the spec's
+    ``size_multiple`` when that is above 1: the input a caller would not have padded."""
+    multiple = model.spec.pad_multiple(model.hparams, model.scale)
+    sides = []
+    for side in (max(17, model.spec.min_size), max(23, model.spec.min_size + 6)):
+        while multiple > 1 and side % multiple == 0:
+            side += 1
+        sides.append(side)
+    return sides[0], sides[1]
+
+
+def test_builtins_are_registered():
+    own = {ep.name for ep in metadata.distribution("srdistill").entry_points if ep.group == ARCHS.group}
+    assert {"edsr", "rcan", "swinir", "rrdbnet"} <= own <= set(ARCHS.ids())
+    for arch_id in own:
         assert ARCHS.provenance(arch_id).builtin
 
 
@@ -47,11 +63,12 @@ def test_detection_round_trip(arch_id, scale):
 @pytest.mark.parametrize("arch_id,scale", ARCH_SCALES)
 def test_forward_shape_finite_and_input_untouched(arch_id, scale):
     model = small(arch_id, scale)
-    x = torch.rand(1, 3, 17, 23, generator=torch.Generator().manual_seed(1))
+    h, w = input_size(model)
+    x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(1))
     before = x.clone()
     with torch.no_grad():
         y = model(x)
-    assert y.shape == (1, 3, 17 * scale, 23 * scale)
+    assert y.shape == (1, 3, h * scale, w * scale)
     assert torch.isfinite(y).all()
     assert torch.equal(x, before), "forward modified its input in place"
 
@@ -61,7 +78,7 @@ def test_block_boundaries_fire_once_with_declared_channels(arch_id, scale):
     model = small(arch_id, scale)
     blocks, channels = model.blocks, model.block_channels
     assert len(blocks) == len(channels) > 0
-    x = torch.rand(2, 3, 17, 23)
+    x = torch.rand(2, 3, *input_size(model))
     with torch.no_grad(), block_hooks(model.net, blocks, model.spec.feature_view) as seen:
         model(x)
         seen.check_fired_once()
@@ -77,7 +94,7 @@ def test_block_boundaries_fire_once_with_declared_channels(arch_id, scale):
 def test_replacing_a_boundary_changes_the_output(arch_id, scale):
     """What the Block Prior Mixer relies on: a hook can substitute a block's output."""
     model = small(arch_id, scale)
-    x = torch.rand(1, 3, 17, 23)
+    x = torch.rand(1, 3, *input_size(model))
     first = model.blocks[0]
     with torch.no_grad():
         ref = model(x)
@@ -96,7 +113,7 @@ def test_safetensors_round_trip_through_metadata(arch_id, tmp_path):
     loaded = load_model(path)
     assert loaded.arch == arch_id and loaded.scale == model.scale and loaded.hparams == model.hparams
     assert loaded.metadata["identified_by"] == "metadata"
-    x = torch.rand(1, 3, 17, 23)
+    x = torch.rand(1, 3, *input_size(model))
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
 

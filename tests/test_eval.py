@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,6 +11,7 @@ import torch
 from cli_helpers import assert_one_line_error, run_cli
 from PIL import Image
 from typer.testing import CliRunner
+from shared_data import benchmark_set
 from test_upscale import resample_model
 
 torch.set_num_threads(1)
@@ -22,9 +22,6 @@ from srdistill.errors import DataError, UsageError
 from srdistill.evaluate import evaluate, find_sets, gflops_per_megapixel, load_pair, matlab_downscale
 from srdistill.metrics import psnr_y
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "benchmarks"
-needs_benchmarks = pytest.mark.skipif(not (BENCHMARKS / "Set5").is_dir(), reason=f"{BENCHMARKS} is absent")
-
 # Published bicubic baselines (PSNR on Y with crop = scale / SSIM).
 PUBLISHED = {
     ("Set5", 2): (33.66, 0.9299), ("Set5", 3): (30.39, 0.8682), ("Set5", 4): (28.42, 0.8104),
@@ -32,11 +29,10 @@ PUBLISHED = {
 }
 
 
-@needs_benchmarks
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_bicubic_reproduces_published_numbers_through_the_cli(scale):
     # One thread: elementwise ops on two shared, busy cores are many times faster without OpenMP.
-    result = run_cli("eval", "--bicubic", "--data", BENCHMARKS / "Set5", "--data", BENCHMARKS / "Set14",
+    result = run_cli("eval", "--bicubic", "--data", benchmark_set("Set5"), "--data", benchmark_set("Set14"),
                      "--scale", scale, "--json", env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     rows = {row["set"]: row for row in json.loads(result.stdout)["rows"]}
@@ -48,9 +44,8 @@ def test_bicubic_reproduces_published_numbers_through_the_cli(scale):
         assert abs(row["ssim"] - ssim) <= 0.002, (set_name, row["ssim"])
 
 
-@needs_benchmarks
 def test_generated_lr_matches_the_matlab_files():
-    (eval_set,) = find_sets(BENCHMARKS / "Set5", 4)
+    (eval_set,) = find_sets(benchmark_set("Set5"), 4)
     assert eval_set.source == "given LR"
     diffs = []
     for pair in eval_set.pairs:
@@ -61,9 +56,9 @@ def test_generated_lr_matches_the_matlab_files():
     assert np.mean(diffs) < 0.2
 
 
-@needs_benchmarks
 def test_a_folder_of_sets_and_grayscale_kept():
-    sets = {s.name: s for s in find_sets(BENCHMARKS, 3)}
+    benchmarks = {benchmark_set(name).parent for name in ("Set5", "Set14", "McMaster")}.pop()
+    sets = {s.name: s for s in find_sets(benchmarks, 3)}
     assert {"Set5", "Set14", "McMaster"} <= set(sets)
     assert sets["McMaster"].source == "generated LR"
     bridge = next(p for p in sets["Set14"].pairs if p.hr.stem == "bridge")
@@ -116,7 +111,7 @@ def test_errors(tmp_path):
         evaluate([], tmp_path, 2)
     with pytest.raises(DataError, match="X2"):
         evaluate([], tmp_path, 3)
-    with pytest.raises(UsageError, match="x4 but --scale is 2"):
+    with pytest.raises(UsageError, match="x4 but scale is 2; evaluate it with scale=4"):
         evaluate([srdistill.build_model("edsr", 4, {"n_feats": 8, "n_resblocks": 1})], tmp_path, 2)
     with pytest.raises(UsageError, match="nothing to evaluate"):
         evaluate([], tmp_path, 2, bicubic=False)

@@ -16,7 +16,7 @@ from cli_helpers import assert_one_line_error, run_cli, write_training_photos
 
 import srdistill
 from srdistill.errors import UsageError
-from srdistill.registry import ARCHS
+from srdistill.archs.registry import ARCHS
 from srdistill.train.config import build_config
 from srdistill.train.schedules import lr_at
 

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from shared_data import benchmark_set
 
 from srdistill.data.resize import imresize
 from srdistill.metrics import psnr_y, rgb_to_y, shave_to_scale, ssim_y, to_uint8_hwc
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "benchmarks"
 
 # Published bicubic baselines (PSNR dB / SSIM on Y, crop = scale), e.g. the EDSR/RCAN tables.
 PUBLISHED = {
@@ -110,13 +108,12 @@ def test_mismatched_sizes_rejected():
 
 @pytest.mark.parametrize("dataset,scale", sorted(PUBLISHED))
 def test_bicubic_baseline_matches_published(dataset, scale):
-    hr_dir = BENCHMARKS / dataset / "HR"
-    if not hr_dir.is_dir():
-        pytest.skip(f"benchmark data not found at {hr_dir}")
+    folder = benchmark_set(dataset)
+    hr_dir = folder / "HR"
     scores = []
     for hr_path in sorted(hr_dir.glob("*.png")):
         hr = shave_to_scale(np.array(Image.open(hr_path)), scale)
-        lr = np.array(Image.open(BENCHMARKS / dataset / "LR_bicubic" / f"X{scale}" / f"{hr_path.stem}x{scale}.png"))
+        lr = np.array(Image.open(folder / "LR_bicubic" / f"X{scale}" / f"{hr_path.stem}x{scale}.png"))
         if lr.ndim == 2:
             lr = lr[:, :, None]
         lr_t = torch.from_numpy(lr.transpose(2, 0, 1).copy()).double()

@@ -14,11 +14,26 @@ import torch
 from official_fixtures import CASES, FIXTURES, MANIFESTS, manifest_state
 from PIL import Image
 from safetensors.torch import load_file
+from shared_data import shared_path
 
 from srdistill import load_model
 from srdistill.io.model_files import RawModelFile
 from srdistill.models import identify
-from srdistill.registry import get_arch
+from srdistill.archs.registry import get_arch
+
+
+def files_under(root) -> dict:
+    return {str(p.relative_to(root)): p for p in root.rglob("*") if p.is_file()}
+
+
+def test_the_fixture_copy_matches_the_shared_original():
+    # The repository carries a copy so a fresh clone runs these tests; the shared folder is the
+    # source of truth, and a fixture edited on one side only must not go unnoticed.
+    original = shared_path("fixtures/official")
+    ours, theirs = files_under(FIXTURES), files_under(original)
+    assert sorted(ours) == sorted(theirs), f"the copy in {FIXTURES} and {original} hold different files"
+    changed = [name for name in sorted(ours) if ours[name].read_bytes() != theirs[name].read_bytes()]
+    assert not changed, f"differ from {original}: {changed}; copy the shared files over"
 
 
 def as_json(data: dict) -> dict:

@@ -3,14 +3,39 @@
 Library first: the ``srdistill`` command line only parses arguments and calls these.
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
+from .errors import SrdistillError
 
-from .archs.spec import ArchSpec, Detection  # noqa: E402
-from .errors import SrdistillError  # noqa: E402
-from .models import SRModel, build_model, convert_model, inspect_model, load_model, save_model  # noqa: E402
-from .registry import find_preset, get_arch, list_archs  # noqa: E402
-from .upscale import upscale_paths, upscale_tensor  # noqa: E402
-from .evaluate import evaluate as evaluate_models  # noqa: E402
+# The rest imports torch (seconds): loaded on first use, so that `import srdistill.cli` (and with
+# it `srdistill --help`) stays fast. name -> (module, attribute).
+_LAZY = {
+    "find_preset": (".archs.registry", "find_preset"),
+    "get_arch": (".archs.registry", "get_arch"),
+    "list_archs": (".archs.registry", "list_archs"),
+    "resolve_arch": (".archs.registry", "resolve_arch"),
+    "ArchSpec": (".archs.spec", "ArchSpec"),
+    "Detection": (".archs.spec", "Detection"),
+    "evaluate_models": (".evaluate", "evaluate"),
+    "SRModel": (".models", "SRModel"),
+    "build_model": (".models", "build_model"),
+    "convert_model": (".models", "convert_model"),
+    "inspect_model": (".models", "inspect_model"),
+    "load_model": (".models", "load_model"),
+    "save_model": (".models", "save_model"),
+    "upscale_paths": (".upscale", "upscale_paths"),
+    "upscale_tensor": (".upscale", "upscale_tensor"),
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'srdistill' has no attribute {name!r}")
+    import importlib
+
+    module, attribute = _LAZY[name]
+    value = getattr(importlib.import_module(module, __name__), attribute)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "ArchSpec",
@@ -25,6 +50,7 @@ __all__ = [
     "inspect_model",
     "list_archs",
     "load_model",
+    "resolve_arch",
     "save_model",
     "upscale_paths",
     "upscale_tensor",

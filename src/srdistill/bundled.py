@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from ._version import __version__
 from .errors import UsageError
 
 ROLES = ("teacher", "student")
@@ -45,6 +45,12 @@ def weights_dir() -> Path:
 def samples_dir() -> Path:
     """The bundled sample images (256x256 PNG crops of CC0 / CC-BY-4.0 photos; see ATTRIBUTION.md there)."""
     return Path(str(importlib.resources.files("srdistill") / "samples"))
+
+
+def held_out_dir() -> Path:
+    """Evaluation crops of CC0 photos that no bundled model was trained on (see ATTRIBUTION.md
+    there). A subfolder of the samples, which training on ``samples_dir()`` does not read."""
+    return samples_dir() / "held-out"
 
 
 def bundled_models() -> list[BundledModel]:

@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import UsageError
-from .evaluate import _chw, _hwc_uint8, _read_uint8, matlab_downscale, matlab_upscale
+from .data.arrays import chw_to_hwc_uint8, hwc_to_chw_float, read_uint8
+from .errors import UsageError, param
+from .evaluate import matlab_downscale, matlab_upscale
 from .metrics import psnr_y, shave_to_scale
 from .models import SRModel
 from .tiling import DEFAULT_TILE_PAD
@@ -51,9 +52,9 @@ class Crop:
         try:
             x, y, w, h = (int(p) for p in parts)
         except ValueError:
-            raise UsageError(f"--crop {text!r} must be x,y,w,h in pixels, e.g. --crop 100,80,64,64") from None
+            raise UsageError(f"{param('crop')} {text!r} must be x,y,w,h in pixels, e.g. 100,80,64,64") from None
         if w <= 0 or h <= 0 or x < 0 or y < 0:
-            raise UsageError(f"--crop {text!r}: x and y must be >= 0, w and h > 0")
+            raise UsageError(f"{param('crop')} {text!r}: x and y must be >= 0, w and h > 0")
         return cls(x, y, w, h)
 
 
@@ -134,7 +135,7 @@ def compare_arrays(
         truth = hr[c.y * scale : (c.y + c.h) * scale, c.x * scale : (c.x + c.w) * scale] if hr is not None else None
         outputs = {"bicubic": matlab_upscale(context, scale)[cut]}
         for name, up in upscalers.items():
-            outputs[name] = _hwc_uint8(up.upscale(_chw(context) / 255.0, name=name) * 255.0)[cut]
+            outputs[name] = chw_to_hwc_uint8(up.upscale(hwc_to_chw_float(context) / 255.0, name=name) * 255.0)[cut]
         row = [Panel(name, _rgb(img), psnr_y(img, truth, 0) if truth is not None else None) for name, img in outputs.items()]
         if truth is not None:
             row.append(Panel("HR", _rgb(truth), None))
@@ -169,21 +170,21 @@ def render(sheet: Sheet) -> Image.Image:
 def load_inputs(image: str | Path, scale: int, *, hr: str | Path | None = None, from_hr: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """(LR, HR or None) as uint8 H x W x C from the files the user named."""
     if from_hr and hr is not None:
-        raise UsageError("give either --hr FILE or --from-hr, not both")
-    pixels = _read_uint8(Path(image))
+        raise UsageError(f"give either {param('hr')} FILE or {param('from_hr', True)}, not both")
+    pixels = read_uint8(Path(image))
     if from_hr:
         truth = np.ascontiguousarray(shave_to_scale(pixels, scale))
         if truth.shape[0] == 0 or truth.shape[1] == 0:
-            raise UsageError(f"{image} is smaller than the scale x{scale}; --from-hr needs a larger image")
+            raise UsageError(f"{image} is smaller than the scale x{scale}; {param('from_hr')} needs a larger image")
         return matlab_downscale(truth, scale), truth
     if hr is None:
         return pixels, None
-    truth = _read_uint8(Path(hr))
+    truth = read_uint8(Path(hr))
     want = (pixels.shape[0] * scale, pixels.shape[1] * scale)
     if truth.shape[0] < want[0] or truth.shape[1] < want[1] or truth.shape[0] >= want[0] + scale or truth.shape[1] >= want[1] + scale:
         raise UsageError(
-            f"--hr {hr} is {truth.shape[1]}x{truth.shape[0]} but x{scale} of {image} is {want[1]}x{want[0]}; "
-            f"give the matching HR image or the right -s"
+            f"{param('hr')} {hr} is {truth.shape[1]}x{truth.shape[0]} but x{scale} of {image} is {want[1]}x{want[0]}; "
+            f"give the matching HR image or the right {param('scale')}"
         )
     truth = np.ascontiguousarray(truth[: want[0], : want[1]])
     if truth.shape[2] != pixels.shape[2]:

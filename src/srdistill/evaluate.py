@@ -28,9 +28,9 @@ import torch
 
 from .bundled import bundled_name
 from .data.folders import IMAGE_SUFFIXES, ImagePair, find_images
-from .data.imageio import read_image, to_8bit
+from .data.arrays import chw_to_hwc_uint8, hwc_to_chw_float, read_uint8
 from .data.resize import imresize_uint8
-from .errors import DataError, ImageError, UsageError
+from .errors import DataError, ImageError, UsageError, param
 from .metrics import psnr_y, shave_to_scale, ssim_y
 from .models import SRModel, load_model
 
@@ -90,36 +90,24 @@ def _is_set(folder: Path) -> bool:
     return any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
 
 
-def find_sets(data: str | Path | Sequence[str | Path], scale: int) -> list[EvalSet]:
-    """Evaluation sets in ``data``: one set folder, a folder of set folders, or several of either."""
+def find_sets(data: str | Path | Sequence[str | Path], scale: int, *, what: str = "data") -> list[EvalSet]:
+    """Evaluation sets in ``data``: one set folder, a folder of set folders, or several of either.
+    ``what`` is the parameter the caller took ``data`` as, for messages."""
     folders = [data] if isinstance(data, (str, Path)) else list(data)
     if not folders:
-        raise UsageError("no --data folder given; pass --data path/to/Set5 (HR images or HR/ + LR_bicubic/)")
+        raise UsageError(f"no {param(what)} folder given; pass {param(what, 'path/to/Set5')} (HR images or HR/ + LR_bicubic/)")
     sets: list[EvalSet] = []
     for entry in folders:
         folder = Path(entry).expanduser()
         if not folder.is_dir():
-            raise DataError(f"--data {folder} is not a folder; give a folder of HR images or one with HR/ and LR_bicubic/X{scale}/")
+            raise DataError(f"{param(what)} {folder} is not a folder; give a folder of HR images or one with HR/ and LR_bicubic/X{scale}/")
         members = [folder] if _is_set(folder) else sorted(p for p in folder.iterdir() if p.is_dir() and _is_set(p))
         if not members:
-            raise DataError(f"--data {folder} holds no images and no set folders (HR/ or image files); check the path")
+            raise DataError(f"{param(what)} {folder} holds no images and no set folders (HR/ or image files); check the path")
         for member in members:
-            contents = find_images(member, scale)
+            contents = find_images(member, scale, what=what)
             sets.append(EvalSet(member.name, tuple(contents.pairs), "given LR" if contents.paired else "generated LR"))
     return sets
-
-
-def _read_uint8(path: Path) -> np.ndarray:
-    """H x W x C uint8 (C = 1 or 3; alpha ignored), 16-bit reduced as MATLAB ``im2uint8`` does."""
-    return np.ascontiguousarray(to_8bit(read_image(path).pixels))
-
-
-def _chw(arr: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(arr.transpose(2, 0, 1).astype(np.float32))
-
-
-def _hwc_uint8(x: torch.Tensor) -> np.ndarray:
-    return x.round().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def matlab_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
@@ -134,16 +122,16 @@ def matlab_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
 
 def load_pair(pair: ImagePair, scale: int) -> tuple[np.ndarray, np.ndarray]:
     """(LR, HR) as H x W x C uint8 with HR exactly ``scale`` times LR."""
-    hr = shave_to_scale(_read_uint8(pair.hr), scale)
+    hr = shave_to_scale(read_uint8(pair.hr), scale)
     if hr.shape[0] == 0 or hr.shape[1] == 0:
         raise DataError(f"{pair.hr}: image is smaller than the scale x{scale}")
     if pair.lr is None:
         return matlab_downscale(hr, scale), np.ascontiguousarray(hr)
-    lr = _read_uint8(pair.lr)
+    lr = read_uint8(pair.lr)
     if (lr.shape[0] * scale, lr.shape[1] * scale) != hr.shape[:2] or lr.shape[2] != hr.shape[2]:
         raise DataError(
             f"{pair.lr.name} is {lr.shape[1]}x{lr.shape[0]}x{lr.shape[2]} but {pair.hr.name} cropped to x{scale} is "
-            f"{hr.shape[1]}x{hr.shape[0]}x{hr.shape[2]}; check --scale and the LR folder"
+            f"{hr.shape[1]}x{hr.shape[0]}x{hr.shape[2]}; check {param('scale')} and the LR folder"
         )
     return lr, np.ascontiguousarray(hr)
 
@@ -204,11 +192,11 @@ def evaluate(
 
     named = _named_models(models)
     if not named and not bicubic:
-        raise UsageError("nothing to evaluate: pass --model FILE (repeatable) and/or --bicubic")
+        raise UsageError(f"nothing to evaluate: pass {param('models')} and/or {param('bicubic', True)}")
     for name, model in named.items():
         if model.scale != scale:
-            raise UsageError(f"model {name} is x{model.scale} but --scale is {scale}; evaluate it with --scale {model.scale}")
-    sets = find_sets(data_dir, scale)
+            raise UsageError(f"model {name} is x{model.scale} but {param('scale')} is {scale}; evaluate it with {param('scale', model.scale)}")
+    sets = find_sets(data_dir, scale, what="data_dir")
     upscalers = {name: Upscaler(m, scale=scale, tile=tile, device=device, allow_resize=False) for name, m in named.items()}
     stats = {name: (m.num_params, gflops_per_megapixel(m)) for name, m in named.items()}
     methods = ([BICUBIC] if bicubic else []) + list(named)
@@ -226,9 +214,9 @@ def evaluate(
                 if method == BICUBIC:
                     sr = matlab_upscale(lr, scale)
                 else:
-                    out = upscalers[method].upscale(_chw(lr) / 255.0, name=pair.hr.name)
+                    out = upscalers[method].upscale(hwc_to_chw_float(lr) / 255.0, name=pair.hr.name)
                     _synchronize(upscalers[method].device)
-                    sr = _hwc_uint8(out * 255.0)
+                    sr = chw_to_hwc_uint8(out * 255.0)
                 seconds = time.perf_counter() - start
                 scores[method].append(ImageScore(pair.hr.stem, psnr_y(sr, hr, scale), ssim_y(sr, hr, scale), seconds))
                 if on_image is not None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import UsageError
+from .errors import UsageError, param
 
 
 class TileOutOfMemory(Exception):
@@ -29,9 +29,9 @@ def choose_device(device: str | torch.device | None = None) -> torch.device:
     if device is not None and str(device) != "auto":
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise UsageError(f"--device {device}: CUDA is not available here; use --device cpu (or leave it out)")
+            raise UsageError(f"{param('device')} {device}: CUDA is not available here; use {param('device', 'cpu')} (or leave it out)")
         if dev.type == "mps" and not torch.backends.mps.is_available():
-            raise UsageError(f"--device {device}: Apple MPS is not available here; use --device cpu")
+            raise UsageError(f"{param('device')} {device}: Apple MPS is not available here; use {param('device', 'cpu')}")
         return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -53,7 +53,7 @@ def parse_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
     try:
         return _DTYPE_NAMES[name.lower()]
     except KeyError:
-        raise UsageError(f"--dtype {name!r} is not one of auto, float32, bfloat16, float16") from None
+        raise UsageError(f"{param('dtype')} {name!r} is not one of auto, float32, bfloat16, float16") from None
 
 
 def choose_dtype(safe_dtypes: tuple[torch.dtype, ...], device: torch.device, asked: torch.dtype | None = None) -> torch.dtype:
@@ -68,7 +68,7 @@ def choose_dtype(safe_dtypes: tuple[torch.dtype, ...], device: torch.device, ask
             allowed = ", ".join(str(d).replace("torch.", "") for d in safe_dtypes)
             raise UsageError(f"this architecture is not numerically safe in {str(asked).replace('torch.', '')}; use one of {allowed}")
         if device.type == "cpu" and asked == torch.float16:
-            raise UsageError("float16 is not supported on the CPU; use --dtype bfloat16 or float32")
+            raise UsageError(f"float16 is not supported on the CPU; use {param('dtype', 'bfloat16')} or {param('dtype', 'float32')}")
         return asked
     if device.type == "cuda":
         if torch.bfloat16 in safe_dtypes and torch.cuda.is_bf16_supported():

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -18,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
+from ._version import __version__
+from .archs.registry import get_arch, list_archs, resolve_arch
 from .archs.spec import ArchSpec, Detection
 from .errors import (
     MetadataConflictError,
@@ -27,9 +27,11 @@ from .errors import (
     ShapeMismatchError,
     UnknownArchitectureError,
 )
+from .bundled import resolve_model_ref
 from .hparams import coerce_hparams
 from .io.model_files import FLOAT_DTYPES, RawModelFile, read_model_file, write_safetensors
-from .registry import find_preset, get_arch, list_archs
+from .provenance import file_sha256
+from .rng import seed_everything
 
 META_PREFIX = "srdistill."
 
@@ -83,13 +85,24 @@ class SRModel:
         return self
 
 
-def build_model(arch_or_preset: str, scale: int, hparams: Mapping[str, Any] | None = None) -> SRModel:
-    """A freshly initialised model from an arch id or preset name, with optional overrides."""
-    try:
-        spec, preset = find_preset(arch_or_preset)
-    except Exception:
-        spec, preset = get_arch(arch_or_preset), None
+def build_model(
+    arch_or_preset: str,
+    scale: int,
+    hparams: Mapping[str, Any] | None = None,
+    *,
+    seed: int | None = None,
+) -> SRModel:
+    """A freshly initialised model from a preset name or arch id, with optional overrides.
+
+    ``seed`` seeds every random generator first, so the same seed gives the same weights
+    (``srdistill train --seed`` and ``distill --seed`` build their students through here). An
+    unknown name, option or scale is a UsageError; an exception inside the architecture's own
+    build is a bug of that architecture and propagates unchanged, never mistaken for a bad name.
+    """
+    spec, preset = resolve_arch(arch_or_preset)
     resolved = spec.resolve(hparams, preset=preset)
+    if seed is not None:
+        seed_everything(seed)
     return SRModel(spec, scale, resolved, spec.instantiate(scale, resolved))
 
 
@@ -218,10 +231,12 @@ def load_model(
 ) -> SRModel:
     """Load any supported model file: srdistill safetensors or an official checkpoint, unchanged.
 
+    ``path`` may also name a bundled model (``teacher-x4``, ``student``; see :mod:`srdistill.bundled`)
+    when no such file exists: an existing file always wins over the name.
     ``hparams`` overrides what detection cannot tell (e.g. EDSR ``res_scale``) or what the file
     says; shapes are still checked against the result.
     """
-    raw = read_model_file(path)
+    raw = read_model_file(resolve_model_ref(path))
     spec, det, how = identify(raw, arch)
     resolved = dict(det.hparams)
     assumed = tuple(det.assumed)
@@ -285,14 +300,6 @@ def save_model(
     return write_safetensors(path, model.net.state_dict(), model_metadata(model, provenance), overwrite=overwrite)
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def convert_model(src: str | Path, dst: str | Path, *, overwrite: bool = False, hparams: Mapping[str, Any] | None = None) -> SRModel:
     """Any loadable checkpoint -> srdistill safetensors (metadata records where it came from)."""
     from .io.atomic import check_writable
@@ -303,7 +310,8 @@ def convert_model(src: str | Path, dst: str | Path, *, overwrite: bool = False, 
         model,
         dst,
         overwrite=overwrite,
-        provenance={"converted_from": Path(src).name, "source_sha256": file_sha256(src), "assumed": list(model.assumed)},
+        provenance={"converted_from": model.source.name, "source_sha256": file_sha256(model.source),
+                    "assumed": list(model.assumed)},
     )
     return model
 
@@ -311,14 +319,16 @@ def convert_model(src: str | Path, dst: str | Path, *, overwrite: bool = False, 
 def inspect_model(path: str | Path, *, hparams: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A JSON-ready description of a model file."""
     model = load_model(path, hparams=hparams)
-    dtypes = sorted({str(t.dtype).replace("torch.", "") for t in read_model_file(path).tensors.values()})
+    dtypes = sorted({str(t.dtype).replace("torch.", "") for t in read_model_file(model.source).tensors.values()})
+    given = sorted(coerce_hparams(model.spec.id, model.spec.defaults, hparams)) if hparams else []
     return {
-        "file": str(path),
+        "file": str(model.source),
         "arch": model.spec.id,
         "preset": model.preset,
         "scale": model.scale,
         "hparams": model.hparams,
         "assumed": list(model.assumed),
+        "given": given,  # set by the caller (--arch-opt), not read from the file
         "params": model.num_params,
         "dtype": dtypes,
         "value_range": model.spec.value_range,

@@ -1,4 +1,6 @@
-"""One generic, lazy entry-point registry (architectures now, distillation methods later).
+"""One generic, lazy entry-point registry; each group is defined next to the spec it holds
+(architectures: :mod:`srdistill.archs.registry`, methods: :mod:`srdistill.distill.registry`).
+This module knows nothing of either.
 
 Built-ins register through the same entry-point groups as third-party plugins, so there is one
 code path. Nothing is imported until asked for: ``get`` imports one entry point, ``load_all``
@@ -66,7 +68,7 @@ class Registry(Generic[T]):
         kind: str,
         check: Callable[[Any], T],
         id_of: Callable[[T], str],
-        list_hint: str = "run `srdistill archs` to list them",
+        list_hint: str,
     ):
         self.group = group
         self.kind = kind
@@ -173,65 +175,3 @@ class Registry(Generic[T]):
         self._loaded.clear()
         self._failed.clear()
         self._entries = None
-
-
-def _check_arch(obj: Any):
-    from .archs.spec import ArchSpec
-
-    if not isinstance(obj, ArchSpec):
-        raise TypeError(f"expected an srdistill.archs.ArchSpec, got {type(obj).__name__}")
-    return obj
-
-
-ARCHS: Registry = Registry("srdistill.archs", "architecture", _check_arch, lambda spec: spec.id)
-
-
-def _check_method(obj: Any):
-    from .distill.spec import MethodSpec
-
-    if not isinstance(obj, MethodSpec):
-        raise TypeError(f"expected an srdistill.distill.MethodSpec, got {type(obj).__name__}")
-    return obj
-
-
-METHODS: Registry = Registry(
-    "srdistill.methods",
-    "distillation method",
-    _check_method,
-    lambda spec: spec.id,
-    list_hint="`srdistill distill --help` lists them",
-)
-
-
-def get_method(method_id: str):
-    """The :class:`~srdistill.distill.MethodSpec` registered as ``method_id``."""
-    return METHODS.get(method_id)
-
-
-def get_arch(arch_id: str):
-    """The :class:`~srdistill.archs.ArchSpec` registered as ``arch_id`` (imports only that one)."""
-    return ARCHS.get(arch_id)
-
-
-def list_archs() -> dict:
-    """Every registered architecture spec, by id (imports all plugins)."""
-    return ARCHS.load_all()
-
-
-def find_preset(name: str):
-    """``(spec, preset_name)`` for a preset like ``edsr-lite``; imports only the owning arch.
-
-    Preset names are ``<arch id>`` or ``<arch id>-<variant>``, so the owner is the longest
-    registered id that prefixes the name.
-    """
-    from .errors import UsageError
-
-    owners = [i for i in ARCHS.ids() if name == i or name.startswith(i + "-")]
-    for arch_id in sorted(owners, key=len, reverse=True):
-        spec = ARCHS.get(arch_id)
-        if name in spec.presets:
-            return spec, name
-    known = []
-    for spec in list_archs().values():
-        known.extend(spec.presets)
-    raise UsageError(f"unknown preset {name!r}; known presets: {', '.join(sorted(known))} (see `srdistill archs`)")

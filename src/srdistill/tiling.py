@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from .errors import UsageError
+from .errors import UsageError, param
 from .inference import Runner
 from .memory import available_memory, process_rss
 
@@ -150,9 +150,9 @@ def plan_tiles(
     tiles, ``12 * width * scale^2`` per input row), tiles get shorter and wider by the same factor
     so their area -- and so their activation memory -- stays about the same."""
     if tile < 1:
-        raise UsageError(f"--tile must be positive, got {tile}")
+        raise UsageError(f"{param('tile')} must be positive, got {tile}")
     if pad < 0:
-        raise UsageError(f"--tile-pad must be >= 0, got {pad}")
+        raise UsageError(f"{param('tile_pad')} must be >= 0, got {pad}")
     tile = max(multiple, tile // multiple * multiple)
     pad = -(-pad // multiple) * multiple  # window grids stay aligned only on multiples
     tile_h = tile_w = tile

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import struct
+import sys
 import zlib
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from PIL import Image, ImageCms, ImageOps
 
-from srdistill.data import png16, tiff16
 from srdistill.data.imageio import from_tensor, read_image, to_tensor, write_image
 from srdistill.errors import ImageError, OutputExistsError
 
@@ -19,6 +19,7 @@ RNG = np.random.default_rng(0)
 FORMATS = ["png", "jpg", "webp", "bmp", "tif"]
 LOSSLESS = {"png", "tif", "bmp"}
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def smooth(shape, dtype=np.uint8):
@@ -108,7 +109,7 @@ def test_written_16bit_files_are_valid_for_pillow(tmp_path):
         assert np.abs(reduced - (pixels >> 8)).max() <= 1
 
 
-# ---- the 16-bit decoders against independently built files -----------------------------------
+# ---- 16-bit colour files from other encoders, and what the 16-bit codecs refuse ---------------
 
 
 def _filter_row(kind, row, prior, bpp):
@@ -156,61 +157,93 @@ def _reference_png16(pixels, interlace):
             prior = raw
             row_number += 1
     header = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 1 if interlace else 0)
-    return (png16.SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(stream))
+    return (PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(stream))
             + _png_chunk(b"IEND", b""))
 
 
 @pytest.mark.parametrize("channels", [1, 2, 3, 4])
 @pytest.mark.parametrize("interlace", [False, True])
-def test_png16_decoder_handles_every_filter_and_adam7(channels, interlace):
+def test_16bit_png_from_an_independent_encoder(tmp_path, channels, interlace):
+    # Every filter type and Adam7, written by the plain encoder above rather than by the codec.
     pixels = RNG.integers(0, 65536, size=(11, 13, channels), dtype=np.uint16)
-    decoded = png16.read_png16(_reference_png16(pixels, interlace))
-    np.testing.assert_array_equal(decoded.pixels, pixels)
-
-
-def test_png16_decoder_matches_pillow_on_16bit_gray():
-    # Pillow writes 16-bit gray with adaptive filters: an independent encoder for the same decoder.
-    gray = (np.cumsum(RNG.integers(0, 3000, size=(21, 40)), axis=1) % 65536).astype(np.uint16)
-    buffer = io.BytesIO()
-    Image.fromarray(gray).save(buffer, format="PNG")
-    np.testing.assert_array_equal(png16.read_png16(buffer.getvalue()).pixels[:, :, 0], gray)
-
-
-def _packbits(data: bytes) -> bytes:
-    out = b""
-    for start in range(0, len(data), 128):
-        chunk = data[start : start + 128]
-        out += bytes([len(chunk) - 1]) + chunk  # literal runs only: valid, if not compact
-    return out
-
-
-@pytest.mark.parametrize("layout", ["big-endian strips", "tiles", "planar", "packbits rows"])
-def test_tiff16_reader_layouts(layout):
-    h, w, c = 20, 32, 3
-    pixels = RNG.integers(0, 65536, size=(h, w, c), dtype=np.uint16)
-    short, long_ = 3, 4
-    tags = {258: (short, [16] * c), 262: (short, [2]), 277: (short, [c]), 259: (short, [1])}
-    order, tiled = "<", False
-    if layout == "big-endian strips":
-        order = ">"
-        tags[278] = (long_, [7])
-        blobs = [pixels[y : y + 7].astype(">u2").tobytes() for y in range(0, h, 7)]
-    elif layout == "tiles":
-        tiled = True
-        tags.update({322: (long_, [16]), 323: (long_, [16])})
-        padded = np.zeros((32, 32, c), dtype=np.uint16)
-        padded[:h, :w] = pixels
-        blobs = [padded[y : y + 16, x : x + 16].astype("<u2").tobytes() for y in (0, 16) for x in (0, 16)]
-    elif layout == "planar":
-        tags.update({284: (short, [2]), 278: (long_, [h])})
-        blobs = [pixels[:, :, k].astype("<u2").tobytes() for k in range(c)]
+    path = tmp_path / "ref.png"
+    path.write_bytes(_reference_png16(pixels, interlace))
+    got = read_image(path)
+    assert got.bit_depth == 16
+    colour = pixels[:, :, :3] if channels in (3, 4) else pixels[:, :, :1]
+    np.testing.assert_array_equal(got.pixels, colour)
+    if channels in (2, 4):
+        np.testing.assert_array_equal(got.alpha, pixels[:, :, -1])
     else:
-        tags.update({259: (short, [32773]), 278: (long_, [1])})
-        blobs = [_packbits(pixels[y].astype("<u2").tobytes()) for y in range(h)]
-    data = tiff16._build_tiff(order, w, h, tags, blobs, tiled)
-    with Image.open(io.BytesIO(data)) as im:
-        assert tiff16.is_tiff16_color(im)
-        np.testing.assert_array_equal(tiff16.read_tiff16(data, im), pixels)
+        assert got.alpha is None
+
+
+@pytest.mark.parametrize("layout", ["big-endian strips", "tiles", "planar", "packbits rows", "lzw predictor"])
+def test_16bit_tiff_layouts(tmp_path, layout):
+    pixels = RNG.integers(0, 65536, size=(20, 32, 3), dtype=np.uint16)
+    options = {
+        "big-endian strips": {"byteorder": ">", "rowsperstrip": 7},
+        "tiles": {"tile": (16, 16)},
+        "planar": {"planarconfig": "separate"},
+        "packbits rows": {"compression": "packbits", "rowsperstrip": 1},
+        "lzw predictor": {"compression": "lzw", "predictor": True},
+    }[layout]
+    path = tmp_path / "layout.tif"
+    tifffile.imwrite(path, pixels.transpose(2, 0, 1) if layout == "planar" else pixels, photometric="rgb",
+                     metadata=None, **options)
+    got = read_image(path)
+    assert got.bit_depth == 16 and got.mode == "RGB;16"
+    np.testing.assert_array_equal(got.pixels, pixels)
+
+
+def test_unsupported_16bit_tiff_refused(tmp_path):
+    # Pillow opens a 16-bit CMYK TIFF; its four samples must not pass for RGBA.
+    path = tmp_path / "cmyk.tif"
+    tifffile.imwrite(path, RNG.integers(0, 65536, size=(6, 7, 4), dtype=np.uint16), photometric="separated",
+                     metadata=None)
+    with pytest.raises(ImageError) as exc:
+        read_image(path)
+    message = one_line(exc)
+    assert "cmyk.tif" in message and "photometric 5" in message and "convert it" in message
+
+
+def test_16bit_colour_without_the_extra_names_it(tmp_path, monkeypatch):
+    deep = RNG.integers(0, 65536, size=(5, 6, 3), dtype=np.uint16)
+    write_image(tmp_path / "deep.png", deep)
+    write_image(tmp_path / "deep.tif", deep)
+    monkeypatch.setitem(sys.modules, "imagecodecs", None)  # as if not installed: the import fails
+    for name in ("deep.png", "deep.tif"):
+        with pytest.raises(ImageError) as exc:
+            read_image(tmp_path / name)
+        message = one_line(exc)
+        assert name in message and "srdistill[codecs16]" in message
+    with pytest.raises(ImageError) as exc:
+        write_image(tmp_path / "out.png", deep)
+    assert "out.png" in one_line(exc) and "srdistill[codecs16]" in str(exc.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep.png", "deep.tif"]  # no leftovers
+    # 8-bit colour and 16-bit gray need only Pillow.
+    write_image(tmp_path / "gray.png", deep[:, :, :1])
+    np.testing.assert_array_equal(read_image(tmp_path / "gray.png").pixels, deep[:, :, :1])
+
+
+def test_16bit_tiff_deflate_bomb_refused(tmp_path):
+    # A 10x10 header whose one strip inflates to 50 MB: tifffile alone would inflate all of it;
+    # with imagecodecs the strip decodes into a buffer of the declared size and is refused.
+    path = tmp_path / "bomb.tif"
+    tifffile.imwrite(path, np.zeros((10, 10, 3), np.uint16), photometric="rgb", compression="zlib",
+                     metadata=None)
+    data = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tif:
+        tags = tif.pages.first.tags
+        offset_tag, count_tag = tags["StripOffsets"], tags["StripByteCounts"]
+    bomb = zlib.compress(bytes(50_000_000), 9)
+    layout = {3: "<H", 4: "<I"}
+    struct.pack_into(layout[offset_tag.dtype], data, offset_tag.valueoffset, len(data))
+    struct.pack_into(layout[count_tag.dtype], data, count_tag.valueoffset, len(bomb))
+    path.write_bytes(bytes(data) + bomb)
+    with pytest.raises(ImageError) as exc:
+        read_image(path)
+    assert "bomb.tif" in one_line(exc) and "corrupt" in str(exc.value)
 
 
 # ---- metadata ---------------------------------------------------------------------------------
@@ -326,7 +359,7 @@ def test_pixel_limit_checked_from_header(tmp_path):
     with pytest.raises(ImageError) as exc:
         read_image(tmp_path / "big.png", max_pixels=1000)
     message = one_line(exc)
-    assert "64x64" in message and "--max-pixels" in message and "0.001 megapixels" in message
+    assert "64x64" in message and "(max_pixels)" in message and "0.001 megapixels" in message
     assert read_image(tmp_path / "big.png", max_pixels=4096).width == 64
     assert Image.MAX_IMAGE_PIXELS == default_limit  # Pillow's process-wide limit left as it was
 
@@ -334,7 +367,7 @@ def test_pixel_limit_checked_from_header(tmp_path):
 def test_declared_huge_png_refused_without_decoding(tmp_path):
     # 100000 x 100000 declared, a few bytes of data: refused from the header alone.
     header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
-    data = (png16.SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 10))
+    data = (PNG_SIGNATURE + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 10))
             + _png_chunk(b"IEND", b""))
     (tmp_path / "bomb.png").write_bytes(data)
     with pytest.raises(ImageError) as exc:
@@ -342,10 +375,10 @@ def test_declared_huge_png_refused_without_decoding(tmp_path):
     assert "100000x100000" in one_line(exc)
 
 
-@pytest.mark.parametrize("kind", ["png", "jpg", "png16"])
+@pytest.mark.parametrize("kind", ["png", "jpg", "png16", "tif16"])
 def test_truncated_files_refused(tmp_path, kind):
-    path = tmp_path / f"t.{'jpg' if kind == 'jpg' else 'png'}"
-    if kind == "png16":
+    path = tmp_path / ("t.jpg" if kind == "jpg" else "t.tif" if kind == "tif16" else "t.png")
+    if kind in ("png16", "tif16"):
         write_image(path, RNG.integers(0, 65536, size=(40, 40, 3), dtype=np.uint16))
     else:
         Image.fromarray(RNG.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)).save(path)
@@ -353,7 +386,7 @@ def test_truncated_files_refused(tmp_path, kind):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageError) as exc:
         read_image(path)
-    assert "truncated" in one_line(exc)
+    assert "truncated" in one_line(exc) and path.name in str(exc.value)
 
 
 def test_empty_text_folder_missing(tmp_path):
@@ -373,7 +406,7 @@ def test_output_exists_without_overwrite(tmp_path):
     before = path.read_bytes()
     with pytest.raises(OutputExistsError) as exc:
         write_image(path, np.zeros((4, 4, 3), np.uint8))
-    assert "--overwrite" in one_line(exc)
+    assert "pass overwrite=True" in one_line(exc)
     assert path.read_bytes() == before
     write_image(path, np.zeros((4, 4, 3), np.uint8), overwrite=True)
     assert read_image(path).pixels.max() == 0

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from shared_data import benchmark_set
 
 from srdistill.data.resize import imresize, output_length
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "benchmarks"
 
 
 def reference_resize_rows(plane: np.ndarray, scale: float, antialias: bool = True) -> np.ndarray:
@@ -154,15 +153,14 @@ def _benchmark_pairs():
 
 @pytest.mark.parametrize("dataset,scale", list(_benchmark_pairs()))
 def test_downscale_reproduces_matlab_lr_files(dataset, scale):
-    hr_dir = BENCHMARKS / dataset / "HR"
-    if not hr_dir.is_dir():
-        pytest.skip(f"benchmark data not found at {hr_dir}")
+    folder = benchmark_set(dataset)
+    hr_dir = folder / "HR"
     float_diffs, uint8_diffs = [], []
     for hr_path in sorted(hr_dir.glob("*.png")):
         hr = load(hr_path)
         h, w = hr.shape[:2]
         hr = hr[: h - h % scale, : w - w % scale]
-        lr_file = BENCHMARKS / dataset / "LR_bicubic" / f"X{scale}" / f"{hr_path.stem}x{scale}.png"
+        lr_file = folder / "LR_bicubic" / f"X{scale}" / f"{hr_path.stem}x{scale}.png"
         expected = load(lr_file).astype(np.float64)
         x = to_chw(hr.astype(np.float64))
         # Float resize rounded once at the end, as for float images: close to MATLAB.

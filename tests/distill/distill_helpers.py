@@ -1,34 +1,59 @@
-"""Small real models, batches and objectives for the distillation tests (no mocks)."""
+"""Small real models, batches and objectives for the distillation tests (no mocks).
+
+The families and methods come from the registries, so an architecture or method that gets
+installed (built-in or plugin) is covered by every registry-wide test with no new test code.
+"""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from srdistill.archs.registry import list_archs
 from srdistill.distill import DistillContext, match_boundaries
+from srdistill.distill.registry import METHODS, get_method
 from srdistill.models import SRModel
-from srdistill.registry import ARCHS, get_method
 from srdistill.train.objective import Batch
 
-FAMILIES = ("edsr", "rcan", "swinir", "rrdbnet", "rfdn")
-METHOD_IDS = ("scratch", "logits", "fitnet", "fakd", "mipkd")
-# RFDN's attention pools 7x7 after a stride-2 conv: inputs need 15+ pixels a side.
-PATCH = 16
+SPECS = list_archs()
+FAMILIES = tuple(sorted(SPECS))
+METHOD_IDS = tuple(sorted(METHODS.load_all()))
+SCALE = 4
 
 
-def small(arch_id: str, scale: int = 4, seed: int = 0, **overrides) -> SRModel:
-    spec = ARCHS.get(arch_id)
+def patch_side(specs, scale: int = SCALE, floor: int = 16) -> int:
+    """An LR side every small instance takes as it is: at least each ``min_size`` (RFDN's
+    attention needs 15) and a multiple of each ``size_multiple``, so no test runs on padding.
+    The floor keeps the sizes the routing and mixer tests were written for."""
+    side = max([floor] + [spec.min_size for spec in specs])
+    step = math.lcm(*[spec.pad_multiple(spec.small, scale) for spec in specs if scale in spec.scales] or [1])
+    return -(-side // step) * step
+
+
+PATCH = patch_side(SPECS.values())
+
+
+def ring_pairs(families) -> list[tuple[str, str]]:
+    """Each family teaching the next one (and the last the first): every family is a teacher and a
+    student of another once, which crosses token and NCHW features whenever both kinds exist."""
+    return [(t, families[(i + 1) % len(families)]) for i, t in enumerate(families)] if len(families) > 1 else []
+
+
+def small(arch_id: str, scale: int = SCALE, seed: int = 0, **overrides) -> SRModel:
+    spec = SPECS[arch_id]
     hp = spec.resolve({**spec.small, **overrides})
     torch.manual_seed(seed)
     return SRModel(spec, scale, hp, spec.instantiate(scale, hp))
 
 
-def frozen_teacher(arch_id: str, scale: int = 4, **overrides) -> SRModel:
+def frozen_teacher(arch_id: str, scale: int = SCALE, **overrides) -> SRModel:
     teacher = small(arch_id, scale, seed=1, **overrides)
     teacher.net.eval().requires_grad_(False)
     return teacher
 
 
-def batch(n: int = 2, patch: int = PATCH, scale: int = 4, seed: int = 0) -> Batch:
+def batch(n: int = 2, patch: int = PATCH, scale: int = SCALE, seed: int = 0) -> Batch:
     g = torch.Generator().manual_seed(seed)
     lr = torch.rand(n, 3, patch, patch, generator=g)
     hr = torch.rand(n, 3, patch * scale, patch * scale, generator=g)

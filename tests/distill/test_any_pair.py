@@ -1,5 +1,6 @@
-"""Any teacher family x any student family (plugin included): two steps of every method end in
-a plain student that saves, loads and equals a freshly built one in layout."""
+"""Any teacher family x any student family (every registered one, plugins included): two steps of
+every registered method end in a plain student that saves, loads and equals a freshly built one
+in layout."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import itertools
 
 import pytest
 import torch
-from distill_helpers import FAMILIES, METHOD_IDS, PATCH, frozen_teacher, objective, small, train_steps
+from distill_helpers import FAMILIES, METHOD_IDS, PATCH, frozen_teacher, objective, ring_pairs, small, train_steps
 
 from srdistill.models import load_model, save_model
 
 DIAGONAL = [(f, f) for f in FAMILIES]
-CROSS = [("swinir", "edsr"), ("edsr", "swinir"), ("rcan", "rfdn"), ("rfdn", "rrdbnet"), ("rrdbnet", "rcan")]
+CROSS = ring_pairs(FAMILIES)
 EVERY_PAIR = list(itertools.product(FAMILIES, FAMILIES))
 
 

@@ -63,13 +63,13 @@ def test_explicit_boundaries_are_checked():
         match_boundaries(teacher, student, explicit="3:0,1:1")
     with pytest.raises(BoundaryError, match="TEACHER:STUDENT"):
         match_boundaries(teacher, student, explicit="3-1")
-    with pytest.raises(BoundaryError, match="either --K or --boundaries"):
+    with pytest.raises(BoundaryError, match="either k or boundaries"):
         match_boundaries(teacher, student, k=2, explicit="1:0")
 
 
 def test_k_larger_than_a_depth_is_refused_with_the_limit():
     teacher, student = small("edsr", n_resblocks=4), small("rcan")  # rcan small: 2 groups
-    with pytest.raises(BoundaryError, match="--K 3 is larger than the depth of the student.*use --K 2"):
+    with pytest.raises(BoundaryError, match="k 3 is larger than the depth of the student.*use k 2"):
         match_boundaries(teacher, student, k=3)
     with pytest.raises(BoundaryError, match="at least 1"):
         match_boundaries(teacher, student, k=-1)
@@ -84,7 +84,7 @@ def blockless(model: SRModel) -> SRModel:
 def test_arch_without_blocks_gets_a_clear_message_but_featureless_methods_work():
     teacher = frozen_teacher("edsr")
     student = blockless(small("edsr", n_feats=8))
-    with pytest.raises(BoundaryError, match="student architecture 'edsr' declares no body blocks.*--method logits or scratch"):
+    with pytest.raises(BoundaryError, match="student architecture 'edsr' declares no body blocks.*method logits or scratch"):
         objective("mipkd", teacher, student)
     with pytest.raises(BoundaryError, match="teacher architecture"):
         objective("fitnet", blockless(teacher), small("edsr"))

@@ -32,21 +32,29 @@ def test_forward_from_a_block_with_its_own_feature_reproduces_the_model(arch):
         assert not module._forward_hooks and "forward" not in module.__dict__
 
 
-def test_chain_bodies_skip_the_blocks_before_the_boundary_and_dense_ones_do_not():
+# What chain detection must find for the families whose structure is known: RFDN (plugin)
+# concatenates every block's output, so its earlier blocks still matter after the last one.
+KNOWN_CHAIN = {"edsr": True, "swinir": True, "rcan": True, "rrdbnet": True, "rfdn": False}
+
+
+@pytest.mark.parametrize("arch", FAMILIES)
+def test_chain_bodies_skip_the_blocks_before_the_boundary_and_dense_ones_do_not(arch):
     x = torch.rand(1, 3, PATCH, PATCH)
-    for arch, chain in (("edsr", True), ("swinir", True), ("rcan", True), ("rrdbnet", True), ("rfdn", False)):
-        model = small(arch)
-        model.net.eval()
-        runner = RoutedForward(model)
-        last = len(model.blocks) - 1
-        assert runner.is_chain(model.net, x, last) is chain, arch
-        full, feature = own_feature(model, x, last)
-        # Wreck the first block: a skipped block cannot change the routed output.
-        with torch.no_grad():
-            for p in model.net.get_submodule(model.blocks[0]).parameters():
-                p.add_(torch.randn_like(p))
-            routed = runner.forward_from(model.net, x, last, feature)
-        assert torch.allclose(routed, full, rtol=1e-4, atol=1e-5) is chain, arch
+    model = small(arch)
+    model.net.eval()
+    runner = RoutedForward(model)
+    last = len(model.blocks) - 1
+    chain = runner.is_chain(model.net, x, last)
+    if arch in KNOWN_CHAIN:
+        assert chain is KNOWN_CHAIN[arch], arch
+    full, feature = own_feature(model, x, last)
+    # Wreck the first block: a skipped block cannot change the routed output, a block that is
+    # still run (not a chain) must. Either way the detection is checked against what happens.
+    with torch.no_grad():
+        for p in model.net.get_submodule(model.blocks[0]).parameters():
+            p.add_(torch.randn_like(p))
+        routed = runner.forward_from(model.net, x, last, feature)
+    assert torch.allclose(routed, full, rtol=1e-4, atol=1e-5) is chain, arch
 
 
 def test_stop_returns_a_later_block_output():

@@ -126,7 +126,7 @@ def test_cache_off_and_featureless_methods():
 
 def test_a_cache_directory_is_reused_by_the_next_run(tmp_path):
     from srdistill.distill import DistillContext, match_boundaries
-    from srdistill.registry import get_method
+    from srdistill.distill.registry import get_method
 
     images = image_set()
     dataset = PatchDataset(images, patch_size=PATCH, seed=2)

@@ -56,7 +56,7 @@ def test_save_is_safetensors_only_and_never_clobbers(tmp_path, tiny):
         save_model(tiny, tmp_path / "model.pth")
     target = save_model(tiny, tmp_path / "model.safetensors")
     before = target.read_bytes()
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="overwrite=True"):
         save_model(tiny, target)
     assert target.read_bytes() == before
     save_model(tiny, target, overwrite=True, provenance={"note": "again"})

@@ -54,7 +54,7 @@ def test_missing_essentials_fail_before_any_work():
         resolve({"data": "d", "steps": 1})
     with pytest.raises(UsageError, match="no training budget"):
         resolve({"arch": "edsr-lite", "data": "d"})
-    with pytest.raises(UsageError, match="--schedule must be one of cosine, multistep"):
+    with pytest.raises(UsageError, match="schedule must be one of cosine, multistep"):
         resolve({"arch": "edsr-lite", "data": "d", "steps": 1, "schedule": "linear"})
 
 
@@ -65,7 +65,7 @@ def test_resume_takes_the_saved_run_config_as_base(tmp_path):
     (run / "config.toml").write_text(to_toml(saved.stored()))
     config = build_config({"run_dir": str(run), "resume": "auto", "steps": 20})
     assert (config.arch, config.lr, config.steps, config.resume) == ("edsr-lite", 3e-4, 20, "auto")
-    with pytest.raises(UsageError, match="--resume auto needs --run-dir"):
+    with pytest.raises(UsageError, match="resume auto needs run_dir"):
         build_config({"resume": "auto"})
 
 

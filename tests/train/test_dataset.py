@@ -68,7 +68,7 @@ def test_scale_mismatch_between_paired_folders(tmp_path):
     root = tmp_path / "set"
     write_images(root / "HR", count=1)
     (root / "LR_bicubic" / "X3").mkdir(parents=True)
-    with pytest.raises(DataError, match="scale mismatch: .*LR_bicubic holds X3 but --scale is 2"):
+    with pytest.raises(DataError, match="scale mismatch: .*LR_bicubic holds X3 but scale is 2"):
         find_images(root, 2)
     # An X2 folder whose files are really x3 is caught when the pair is decoded.
     (root / "LR_bicubic" / "X2").mkdir()
@@ -98,7 +98,7 @@ def test_all_bad_folder_stops_with_one_message(tmp_path):
 
 def test_images_smaller_than_a_patch(tmp_path):
     folder = write_images(tmp_path / "small", count=2, size=(12, 12))
-    with pytest.raises(DataError, match="smaller than one 8x8 LR patch .*16x16 HR at x2.*--patch-size"):
+    with pytest.raises(DataError, match="smaller than one 8x8 LR patch .*16x16 HR at x2.*smaller patch_size"):
         _set(folder)
 
 

@@ -54,11 +54,21 @@ def test_two_gloo_ranks_match_one_process_with_twice_the_batch(tmp_path, images)
     assert ddp.stdout.count("run folder:") == 1 and "warning" not in ddp.stderr, ddp.stderr
     a, b = _losses(tmp_path / "single"), _losses(tmp_path / "ddp")
     assert [s for s, _ in a] == [s for s, _ in b] == list(range(1, STEPS + 1))
+    # Step 1 sees the same weights and the same patches: the loss agrees to float rounding. After
+    # that the two runs sum gradients in another order (two half-batches all-reduced vs one batch),
+    # and Adam's per-element normalisation turns rounding-level differences in near-zero gradients
+    # into lr-sized ones, so later steps agree to ~1e-4 (measured: at most 4e-5 relative), not to
+    # rounding. Feeding the ranks other patches, or the wrong share of the batch, moves the loss by
+    # percents.
+    assert b[0][1] == pytest.approx(a[0][1], rel=1e-6)
     for (_, la), (_, lb) in zip(a, b):
-        assert lb == pytest.approx(la, rel=1e-5)
+        assert lb == pytest.approx(la, rel=5e-4)
     wa, wb = load_file(tmp_path / "single" / "model.safetensors"), load_file(tmp_path / "ddp" / "model.safetensors")
     for key in wa:
-        torch.testing.assert_close(wb[key], wa[key], rtol=1e-4, atol=1e-6)
+        if wa[key].is_floating_point() and wa[key].norm() > 0:
+            assert ((wb[key] - wa[key]).norm() / wa[key].norm()).item() < 1e-3, key
+        else:
+            assert torch.equal(wb[key], wa[key]), key
 
     # A world size of 2 resumes in one process: same data position, two more steps.
     resumed = subprocess.run(

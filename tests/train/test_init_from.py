@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 from srdistill.cli import app
 from srdistill.distill.api import plan_distillation, run_plan
 from srdistill.errors import UsageError
-from srdistill.models import SRModel, build_model, load_model, save_model
-from srdistill.registry import ARCHS
+from srdistill.models import SRModel, build_model, file_sha256, load_model, save_model
+from srdistill.archs.registry import ARCHS
 from srdistill.train import TrainConfig
 from srdistill.train.session import initialise_from
 
@@ -97,7 +97,7 @@ def test_a_file_of_another_width_is_refused(tmp_path):
     with pytest.raises(UsageError) as err:
         initialise_from(model, path)
     message = str(err.value)
-    assert "\n" not in message and str(path) in message and "trained tensors" in message and "--arch-opt" in message
+    assert "\n" not in message and str(path) in message and "trained tensors" in message and "check arch_opt against" in message
 
 
 def test_train_cli_starts_from_the_file_and_records_it(tmp_path, images):
@@ -110,7 +110,10 @@ def test_train_cli_starts_from_the_file_and_records_it(tmp_path, images):
     count = len(source.net.state_dict())
     assert f"initialised {count} of {count} tensors from {path}" in result.stdout + result.stderr
     trained = load_model(out)
-    assert trained.metadata["provenance"]["config"]["init"] == str(path)
+    # The shared file names the init file and its hash; the run folder's config.toml keeps the path.
+    prov = trained.metadata["provenance"]
+    assert prov["config"]["init"] == path.name and prov["init"] == {"file": path.name, "sha256": file_sha256(path)}
+    assert str(path) in (tmp_path / "run" / "config.toml").read_text()
     # One Adam step at lr 2e-4 moves a weight by about 2e-4: the run began at the file's weights.
     theirs = source.net.state_dict()
     for key, value in trained.net.state_dict().items():
@@ -125,4 +128,4 @@ def test_distillation_refuses_init(tmp_path, images):
     with pytest.raises(UsageError) as err:
         run_plan(plan, config)
     message = str(err.value)
-    assert "\n" not in message and "init is for `srdistill train`" in message and "--student FILE" in message
+    assert "\n" not in message and "init is for `srdistill train`" in message and "from student_file FILE" in message

@@ -19,15 +19,17 @@ from srdistill.io import checkpoints as ck
 from srdistill.io.checkpoints import CheckpointError
 from srdistill.models import load_model
 from srdistill.train import Objective, TrainCallback, TrainConfig, TrainingDiverged, train
-from srdistill.train.progress import TrainingWarning
 
 
 class Recorder(TrainCallback):
     def __init__(self):
-        self.messages, self.reports, self.vals = [], [], []
+        self.messages, self.infos, self.reports, self.vals = [], [], [], []
 
     def on_message(self, text):
         self.messages.append(text)
+
+    def on_info(self, text):
+        self.infos.append(text)
 
     def on_step(self, report):
         self.reports.append(report)
@@ -127,7 +129,7 @@ class InterruptAt(Recorder):
 
 def test_sigint_checkpoints_and_resume_is_bit_identical(tmp_path, images):
     full = train(config(tmp_path / "a", images, ema=0.9))
-    with pytest.raises(Interrupted, match=r"stopped by SIGINT at step 2; checkpoint saved .*resume with: srdistill train --run-dir .*b/run --resume auto") as info:
+    with pytest.raises(Interrupted, match=r"stopped by SIGINT at step 2; checkpoint saved .*resume with run_dir='.*b/run', resume='auto'") as info:
         train(config(tmp_path / "b", images, ema=0.9), callback=InterruptAt(2))
     assert info.value.exit_code == 130
     assert ck.list_checkpoints(tmp_path / "b" / "run")[-1].name == "step-00000002.pt"
@@ -182,7 +184,7 @@ class WithTeacher(Objective):
 
 
 def test_a_frozen_teacher_is_used_but_not_trained_or_saved(tmp_path, images):
-    from srdistill.train.loop import build_student
+    from srdistill.train.session import build_student
 
     teacher = build_student(config(tmp_path, images, seed=5)).net
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
@@ -205,8 +207,11 @@ def test_a_frozen_teacher_is_used_but_not_trained_or_saved(tmp_path, images):
 def test_resume_after_the_last_checkpoint_writes_the_missing_model(tmp_path, images):
     first = train(config(tmp_path, images, steps=3))
     first.output.unlink()  # as if killed between the final checkpoint and the model file
-    with pytest.warns(TrainingWarning, match="step-00000003.pt is the last step; writing the final model"):
-        again = train(config(tmp_path, images, steps=3, resume="auto"))
+    rec = Recorder()
+    again = train(config(tmp_path, images, steps=3, resume="auto"), callback=rec)
+    # What the run does about it is information, not a warning.
+    assert any(t.endswith("step-00000003.pt is the last step; writing the final model") for t in rec.infos)
+    assert rec.messages == []
     assert again.output.exists() and again.steps == 3
-    with pytest.raises(UsageError, match="already at step 3 of --steps 3; pass a larger --steps"):
+    with pytest.raises(UsageError, match="already at step 3 of steps 3; pass a larger steps"):
         train(config(tmp_path, images, steps=3, resume="auto"))

@@ -39,9 +39,11 @@ class MeanShift(nn.Conv2d):
 
     def __init__(self, sign: int, rgb_range: float = RGB_RANGE, rgb_mean: tuple[float, ...] = DIV2K_RGB_MEAN):
         super().__init__(3, 3, kernel_size=1)
+        # The constants are computed on the CPU whatever the default device: on the meta device
+        # (parameter counting) torch.eye and mul would load torch's Python meta kernels (~1 s).
         with torch.no_grad():
-            self.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
-            self.bias.copy_(sign * rgb_range * torch.tensor(rgb_mean))
+            self.weight.copy_(torch.eye(3, device="cpu").view(3, 3, 1, 1))
+            self.bias.copy_(sign * rgb_range * torch.tensor(rgb_mean, device="cpu"))
         for param in self.parameters():
             param.requires_grad = False
 

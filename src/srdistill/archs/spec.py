@@ -16,10 +16,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# torch is imported where a network is built or counted, not here: the registry and the command
+# line read specs (ids, presets, scales) without paying for torch.
 
 Hparams = Mapping[str, Any]
 
@@ -92,6 +96,12 @@ NCHW = NCHWView()
 TOKENS = TokenView()
 
 
+def _float_dtypes() -> tuple[torch.dtype, ...]:
+    import torch
+
+    return (torch.float32, torch.bfloat16, torch.float16)
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     """Everything srdistill needs to know about one architecture family.
@@ -116,7 +126,7 @@ class ArchSpec:
     # Input sizes the network handles without internal padding, as a function of (hparams, scale).
     size_multiple: Callable[[Hparams, int], int] = field(default=lambda hp, scale: 1)
     min_size: int = 1
-    safe_dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16, torch.float16)
+    safe_dtypes: tuple[torch.dtype, ...] = field(default_factory=_float_dtypes)
     detect_before: tuple[str, ...] = ()
     reference: str = ""
     # Hyperparameters of a small, fast instance: what the registry-wide conformance suite and
@@ -155,6 +165,8 @@ class ArchSpec:
         return self.build(scale=scale, **self.resolve(hparams))
 
     def param_count(self, scale: int, hparams: Hparams) -> int:
+        import torch
+
         # Meta tensors: counting the parameters of a 16M-parameter preset costs no memory.
         with torch.device("meta"):
             net = self.instantiate(scale, hparams)

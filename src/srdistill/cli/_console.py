@@ -30,18 +30,48 @@ def set_debug(value: bool) -> None:
     state.debug = value
 
 
+def _flag_of(default: Any) -> str | None:
+    decls = [d.split("/")[0] for d in getattr(default, "param_decls", None) or () if d.startswith("--")]
+    return max(decls, key=len) if decls else None
+
+
+def param_flags(fn: Callable) -> dict[str, str]:
+    """Library parameter name -> this command's flag: each typer option's own parameter name, plus
+    the names the command declares with :func:`flags_for` where the library calls it otherwise."""
+    import inspect
+
+    flags = {name: flag for name, p in inspect.signature(fn).parameters.items() if (flag := _flag_of(p.default))}
+    flags.update(getattr(fn, "__param_flags__", {}))
+    return flags
+
+
+def flags_for(**aliases: str) -> Callable[[Callable], Callable]:
+    """Declare flags for library parameters that a command's option names differently:
+    ``@flags_for(method_options="--method-opt")``."""
+
+    def mark(fn: Callable) -> Callable:
+        fn.__param_flags__ = {**getattr(fn, "__param_flags__", {}), **aliases}
+        return fn
+
+    return mark
+
+
 def command(fn: Callable) -> Callable:
-    """Wrap a command: expected errors become one red line and an exit code, never a traceback."""
-    from ..errors import SrdistillError
+    """Wrap a command: expected errors become one red line and an exit code, never a traceback;
+    the parameters library messages (errors, notes, warnings) name are spelled as this command's flags."""
+    from ..errors import SrdistillError, spelling
+
+    flags = param_flags(fn)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with spelling(flags):
+                return fn(*args, **kwargs)
         except SrdistillError as exc:
             if state.debug:
                 raise
-            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(exc.render(flags))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             if state.debug:

@@ -2,32 +2,77 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
 
 from ..bundled import bundled_models, recorded_set5_psnr, trained_as
-from ..models import load_model
-from ..registry import ARCHS, list_archs
 from ._console import console, fmt_params, print_json, safe
 
 
+def _described_by_header(path: Path) -> dict[str, Any] | None:
+    """Arch, preset, scale, parameter count and provenance of a srdistill safetensors file, from
+    its header alone (no tensor is read); None when the header lacks srdistill's metadata."""
+    from safetensors import safe_open
+
+    from ..archs.registry import get_arch
+
+    with safe_open(str(path), framework="pt") as fh:
+        header = fh.metadata() or {}
+    if not {"srdistill.arch", "srdistill.scale", "srdistill.hparams"} <= set(header):
+        return None
+    spec = get_arch(header["srdistill.arch"])
+    scale = int(header["srdistill.scale"])
+    hparams = spec.resolve(json.loads(header["srdistill.hparams"]))
+    try:
+        provenance = json.loads(header.get("srdistill.provenance", "null"))
+    except json.JSONDecodeError:
+        provenance = None
+    preset = next((name for name in spec.presets if spec.resolve(preset=name) == hparams), None)
+    return {
+        "arch": spec.id,
+        "preset": preset,
+        "scale": scale,
+        # Counted on the meta device: the same number the loaded network has (its shapes are
+        # checked against these hparams when loading), without reading or allocating weights.
+        "params": spec.param_count(scale, hparams),
+        "metadata": {"provenance": provenance},
+    }
+
+
+def _described_by_loading(path: Path) -> dict[str, Any]:
+    from ..models import load_model
+
+    model = load_model(path)
+    return {"arch": model.arch, "preset": model.preset, "scale": model.scale, "params": model.num_params,
+            "metadata": model.metadata}
+
+
 def bundled_report() -> list[dict]:
-    """One entry per bundled model file: what it is, its size and the Set5 PSNR-Y it records."""
+    """One entry per bundled model file: what it is, its size and the Set5 PSNR-Y it records.
+
+    Files srdistill wrote are described from their header; any other file is loaded (which also
+    detects its architecture, or says what is wrong with it)."""
     rows = []
     for bundled in bundled_models():
-        model = load_model(bundled.path)
+        try:
+            found = _described_by_header(bundled.path)
+        except Exception:  # noqa: BLE001 - a damaged file: loading it raises the precise error
+            found = None
+        found = found or _described_by_loading(bundled.path)
         rows.append(
             {
                 "name": bundled.name,
                 "role": bundled.role,
-                "arch": model.arch,
-                "preset": model.preset,
-                "trained_as": trained_as(model.metadata, model.preset or model.arch),
-                "scale": model.scale,
-                "params": model.num_params,
-                "set5_psnr_y": recorded_set5_psnr(model.metadata),
+                "arch": found["arch"],
+                "preset": found["preset"],
+                "trained_as": trained_as(found["metadata"], found["preset"] or found["arch"]),
+                "scale": found["scale"],
+                "params": found["params"],
+                "set5_psnr_y": recorded_set5_psnr(found["metadata"]),
                 "file": str(bundled.path),
             }
         )
@@ -36,6 +81,8 @@ def bundled_report() -> list[dict]:
 
 def archs_report(bundled: list[dict] | None = None) -> list[dict]:
     """One entry per architecture; ``bundled_models`` lists the bundled models built on it."""
+    from ..archs.registry import ARCHS, list_archs
+
     bundled = bundled_report() if bundled is None else bundled
     rows = []
     for arch_id, spec in list_archs().items():

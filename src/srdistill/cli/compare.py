@@ -4,22 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import typer
 
-from ..compare import Crop, compare_arrays, load_inputs, render
-from ..data.imageio import write_image
 from ..errors import UsageError
-from ..evaluate import model_label
-from ..upscale.model_choice import common_scale, resolve_model
-from ._console import console, print_json, safe
+from ._console import console, flags_for, print_json, safe
+from .options import parse_opts
 
 
+@flags_for(spec="--model", hparams="--arch-opt")
 def compare(
     image: Path = typer.Argument(..., help="Low-resolution input (or the HR image with --from-hr)."),
     output: Path = typer.Option(..., "-o", "--output", help="The PNG to write."),
     model: list[str] = typer.Option([], "-m", "--model", help="Model file, bundled model (teacher, student, student-x2, ...) or preset (repeatable)."),
     scale: int | None = typer.Option(None, "-s", "--scale", help="Scale (default: the models')."),
+    arch_opt: list[str] = typer.Option([], "--arch-opt", help="KEY=VALUE: a hyperparameter the weights cannot tell, e.g. res_scale=0.1 for EDSR (repeatable; applies to every model)."),
     hr: Path | None = typer.Option(None, "--hr", help="Ground-truth HR image for IMAGE (adds an HR panel and PSNR)."),
     from_hr: bool = typer.Option(False, "--from-hr", help="IMAGE is HR: make the input with MATLAB bicubic downscaling."),
     crop: list[str] = typer.Option([], "--crop", help="x,y,w,h in IMAGE's pixels (repeatable). Default: the most detailed region."),
@@ -29,11 +27,19 @@ def compare(
     json_out: bool = typer.Option(False, "--json", help="Print the crops and PSNRs as JSON."),
 ) -> None:
     """Write a PNG comparing bicubic | each model | HR on chosen crops, labelled with PSNR."""
+    import numpy as np
+
+    from ..compare import Crop, compare_arrays, load_inputs, render
+    from ..data.imageio import write_image
+    from ..evaluate import model_label
+    from ..upscale.model_choice import common_scale, resolve_model
+
     if output.suffix.lower() != ".png":
         raise UsageError(f"-o {output}: the comparison is written as PNG; use a .png name")
     if output.exists() and not overwrite:
         raise UsageError(f"{output} already exists; pass --overwrite to replace it")
-    models = [resolve_model(m, scale) for m in model]
+    hparams = parse_opts(arch_opt)
+    models = [resolve_model(m, scale, hparams=hparams) for m in model]
     named = {}
     for m in models:
         named[model_label(m, set(named) | {"bicubic", "HR"})] = m

@@ -5,70 +5,30 @@
 Every training option of ``srdistill train`` applies, spelled the same. ``--dry-run`` prints the
 matched boundaries and the method's options and stops before reading any data. Works under
 ``torchrun`` like ``train``. A resumed run (``--run-dir DIR --resume auto``) takes the teacher,
-student and method settings from ``DIR/distill.json`` unless they are given again.
+student and method settings from ``DIR/distill.json`` unless they are given again. Flags win over
+the ``--config`` file's ``[distill]`` table, which wins over the run folder; the library merges
+them (``distill/settings.py``), this module only parses and prints.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
-from ..distill.api import SETTINGS_FILE, DistillPlan, plan_distillation, run_plan
-from ..distill.teacher_cache import CACHE_MODES
-from ..errors import UsageError
-from ..registry import METHODS
-from ..train.config import read_toml
-from ._console import console, fmt_params, print_json, safe
+from ..distill.registry import METHODS
+from ..distill.settings import DistillSettings
+from ..distill.spec import CACHE_MODES
+from ._console import console, flags_for, fmt_params, print_json, safe
+from ._progress import report_result, run_with_progress
 from .engine_options import EngineFlags, with_engine_options
 from .options import parse_opts
-from .train import report_result, run_with_progress
 
-
-# The [distill] table of a --config TOML: what the command's own flags say, as data.
-TOML_KEYS = {
-    "teacher": str, "student_arch": str, "student_opt": dict, "student": str, "method": str,
-    "method_opt": dict, "K": int, "boundaries": str, "teacher_cache": str, "teacher_cache_dir": str,
-}
-
-
-def _config_table(path: Path | None) -> dict[str, Any]:
-    """``[distill]`` of the --config file (teacher, student_arch, method, method_opt = {...}, ...)."""
-    if path is None or not path.is_file():
-        return {}  # a missing file is reported by the engine's reader, with the rest of the config
-    import tomllib
-
-    try:
-        table = tomllib.loads(path.read_text(encoding="utf-8")).get("distill", {})
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
-        return {}  # likewise reported by the engine's reader
-    if not isinstance(table, dict):
-        raise UsageError(f"{path}: distill must be a table ([distill]) of {', '.join(TOML_KEYS)}")
-    for key, value in table.items():
-        if key not in TOML_KEYS:
-            raise UsageError(f"{path}: unknown key {key!r} in [distill]; known keys: {', '.join(TOML_KEYS)}")
-        kind = TOML_KEYS[key]
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise UsageError(f"{path}: [distill] {key} = {value!r} is not {'a table' if kind is dict else kind.__name__}")
-    # Spelled like the flags in the file; named like distill.json's settings from here on.
-    renamed = {"student_opt": "student_options", "method_opt": "method_options", "student": "student_file"}
-    return {renamed.get(key, key): value for key, value in table.items()}
-
-
-def _saved_settings(run_dir: str | None, resume: str | None) -> dict[str, Any]:
-    if not resume or not run_dir:
-        return {}
-    path = Path(run_dir) / SETTINGS_FILE
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{path} is unreadable ({exc}); pass --teacher, --student-arch and --method again") from None
+if TYPE_CHECKING:
+    from ..distill.api import DistillPlan
 
 
 def _print_plan(plan: DistillPlan, patch_size: int) -> None:
@@ -107,9 +67,12 @@ def _print_plan(plan: DistillPlan, patch_size: int) -> None:
     "run_dir": "Run folder (default runs/<student>-x<scale>-<time>).",
     "config": "TOML file: the training keys of `srdistill train`, plus a [distill] table (teacher, student_arch, method, method_opt, ...); flags win.",
 }, tables=("distill",))
+@flags_for(teacher_options="--teacher-opt", student_options="--student-opt", student_file="--student", method_options="--method-opt",
+           arch="--student-arch", arch_opt="--student-opt")
 def distill(
     *,
     teacher: Path = typer.Option(None, "--teacher", help="Teacher model file (official checkpoint or srdistill safetensors)."),
+    teacher_opt: list[str] = typer.Option([], "--teacher-opt", help="Set a teacher hyperparameter its weights cannot tell, e.g. res_scale=0.1 (repeatable; `srdistill inspect` lists the assumed ones)."),
     student_arch: str = typer.Option(None, "--student-arch", help="Student preset or arch id, e.g. edsr-lite (see `srdistill archs`)."),
     student_opt: list[str] = typer.Option([], "--student-opt", help="Override a student hyperparameter, e.g. n_feats=48 (repeatable)."),
     student: Path = typer.Option(None, "--student", help="Start the student from this model file instead of a random initialisation."),
@@ -117,83 +80,39 @@ def distill(
     method_opt: list[str] = typer.Option([], "--method-opt", help="Method option key=value (repeatable; --dry-run lists them)."),
     k: int = typer.Option(None, "--K", help="Number of matched boundaries (default: automatic, at most 4)."),
     boundaries: str = typer.Option(None, "--boundaries", help="Explicit TEACHER:STUDENT block indices, e.g. 7:1,15:3 (see --dry-run)."),
-    teacher_cache: str = typer.Option("auto", "--teacher-cache", help=f"Teacher signals per training image: {', '.join(CACHE_MODES)}."),
+    teacher_cache: str = typer.Option(None, "--teacher-cache", help=f"Teacher signals per training image: {', '.join(CACHE_MODES)} (default auto)."),
     teacher_cache_dir: Path = typer.Option(None, "--teacher-cache-dir", help="Keep cached teacher signals here and reuse them in later runs (same teacher, data, boundaries)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the matched boundaries, mixer size and method options, then exit."),
     engine: EngineFlags,  # --data, --scale, --steps, ... (see engine_options.py)
     json_out: bool = typer.Option(False, "--json", help="No live display; print a JSON summary at the end."),
 ) -> None:
     """Distil a teacher model into a small student (MiPKD by default; logits, fitnet, fakd, scratch)."""
+    from ..distill.api import prepare_run
+
     rank = int(os.environ.get("RANK", "0") or 0)
     given = engine.flags
-    # Flags win over the --config file's [distill] table, which wins over a resumed run's settings.
-    saved = {**_saved_settings(given["run_dir"], given["resume"]), **_config_table(engine.config)}
-    if method and method != saved.get("method", "mipkd"):
-        saved["method_options"] = {}  # the file's options belong to the file's method (--method scratch: none)
-    if k is None and "K" in saved:
-        k = saved["K"]
-    if teacher_cache == "auto" and saved.get("teacher_cache"):
-        teacher_cache = saved["teacher_cache"]
-    if teacher_cache_dir is None and saved.get("teacher_cache_dir"):
-        teacher_cache_dir = Path(saved["teacher_cache_dir"])
-    teacher_path = teacher or (Path(saved["teacher"]) if saved.get("teacher") else None)
-    if teacher_path is None:
-        raise UsageError("no teacher given; pass --teacher FILE (any model file `srdistill inspect` can read)")
-    student_arch = student_arch or saved.get("student_arch")
-    student_opts = parse_opts(student_opt) if student_opt else dict(saved.get("student_options", {}))
-    method = method or saved.get("method") or "mipkd"
-    method_opts = parse_opts(method_opt) if method_opt else dict(saved.get("method_options", {}))
-    if boundaries is None and k is None:
-        boundaries = saved.get("boundaries")
-    if student is None and saved.get("student_file"):
-        student = Path(saved["student_file"])
-    if not dry_run:
-        # Engine options are checked before the teacher is even read (the arch is filled in below).
-        engine.build(arch=student_arch or "student", scale=given["scale"] or 4)
-    elif engine.config is not None:
-        read_toml(engine.config, tables=engine.tables)  # a dry run needs no data, but a bad key is still an error
-    plan = plan_distillation(
-        teacher_path,
-        student_arch,
-        method=method,
-        method_options=method_opts,
-        student_options=student_opts,
-        student_file=student,
-        scale=given["scale"],
-        k=k,
-        boundaries=boundaries,
-        teacher_cache=teacher_cache,
-        teacher_cache_dir=teacher_cache_dir,
-        seed=given["seed"] or 0,
-        total_steps=given["steps"],
+    explicit = DistillSettings(
+        teacher=teacher, teacher_options=parse_opts(teacher_opt), student_arch=student_arch, student_options=parse_opts(student_opt), student_file=student,
+        method=method, method_options=parse_opts(method_opt), k=k, boundaries=boundaries,
+        teacher_cache=teacher_cache, teacher_cache_dir=teacher_cache_dir,
     )
-    if saved.get("teacher_sha256") and plan.teacher_sha256 != saved["teacher_sha256"]:
-        raise UsageError(f"{teacher_path} is not the teacher this run was started with (its sha256 differs); resume with the original teacher")
+    # Flags > the --config file's [distill] table > the resumed run's distill.json (distill/settings.py).
+    prepared = prepare_run(explicit, given, config_file=engine.config, document=engine.toml(),
+                           scale=given["scale"], dry_run=dry_run)
+    plan = prepared.plan
     if dry_run:
         if json_out:
             print_json(plan.summary(given["patch_size"] or 48))
         else:
             _print_plan(plan, given["patch_size"] or 48)
         return
-    arch_name = student_arch or plan.student.preset or plan.student.arch
-    cfg = engine.build(arch=arch_name, arch_opt=student_opts or None, scale=plan.teacher.scale)
-    settings = {
-        "teacher": str(teacher_path.resolve()),
-        "teacher_sha256": plan.teacher_sha256,
-        "student_arch": arch_name,
-        "student_options": student_opts,
-        "student_file": str(student.resolve()) if student else None,
-        "method": plan.method.id,
-        "method_options": plan.options,
-        "boundaries": ",".join(f"{b.teacher_index}:{b.student_index}" for b in plan.boundaries) or None,
-    }
     if rank == 0 and not json_out:
         console.print(
             f"[bold]distilling[/bold] {safe(plan.teacher.arch)} ({fmt_params(plan.teacher.num_params)}) -> "
-            f"{safe(arch_name)} ({fmt_params(plan.student.num_params)}) with {safe(plan.method.id)}"
+            f"{safe(prepared.config.arch)} ({fmt_params(plan.student.num_params)}) with {safe(plan.method.id)}"
             + (f", {len(plan.boundaries)} boundaries, mixers {fmt_params(plan.mixer_parameters)}" if plan.boundaries else "")
         )
-    result = run_with_progress(lambda callback: run_plan(plan, cfg, callback=callback, settings=settings), json_out, rank)
+    result = run_with_progress(prepared.run, json_out, rank, command="distill")
     if result is not None:
         teacher_signal = plan.objective.describe().get("teacher_signal")
         report_result(result, json_out, "plain student written to", method=plan.method.id, teacher_signal=teacher_signal)

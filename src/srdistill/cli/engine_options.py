@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import typer
 
-from ..train.config import TrainConfig, build_config
+from ..train.config import TrainConfig, build_config, load_toml
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ ENGINE_OPTIONS: tuple[EngineOption, ...] = (
     EngineOption("overwrite", bool, ("--overwrite",), "Replace an existing output file."),
     EngineOption("run_dir", str, ("--run-dir",), "Run folder (default runs/<arch>-x<scale>-<time>)."),
     EngineOption("checkpoint_every", int, ("--checkpoint-every",), "Checkpoint every N steps (default 1000; also every 10 min)."),
+    EngineOption("log", str, ("--log",), "Also log to: tensorboard (loss terms, lr, validation PSNR/SSIM and images in RUN_DIR/tensorboard; pip install 'srdistill[tensorboard]')."),
     EngineOption("config", Path, ("--config",), "TOML file with the same keys as these flags (flags win)."),
     EngineOption("resume", str, ("--resume",), "Continue a run: a checkpoint file, or 'auto' (newest in --run-dir)."),
 )
@@ -66,10 +67,17 @@ class EngineFlags:
     flags: dict[str, Any]  # TrainConfig keys
     config: Path | None  # --config TOML file
     tables: tuple[str, ...] = ()  # sections of the TOML the command reads itself ([distill])
+    _document: dict[str, Any] | None = field(default=None, repr=False)
+
+    def toml(self) -> dict[str, Any]:
+        """The --config document, parsed on first use and then kept ({} without --config)."""
+        if self._document is None:
+            self._document = load_toml(self.config) if self.config is not None else {}
+        return self._document
 
     def build(self, **overrides: Any) -> TrainConfig:
         """The checked TrainConfig: these flags plus the command's own (``arch``, ``scale``, ...), over --config."""
-        return build_config({**self.flags, **overrides}, self.config, tables=self.tables)
+        return build_config({**self.flags, **overrides}, self.config, tables=self.tables, document=self.toml())
 
 
 def with_engine_options(help: dict[str, str] | None = None, tables: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from ..errors import UsageError
-from ..evaluate import EvalResults, evaluate, find_sets
-from ..upscale.model_choice import common_scale, resolve_model
-from ._console import console, err_console, fmt_params, print_json, safe
+from ._console import console, err_console, flags_for, fmt_params, print_json, safe
+from .options import parse_opts
+
+if TYPE_CHECKING:
+    from ..evaluate import EvalResults
 
 
 def _table(results: EvalResults) -> Table:
@@ -35,19 +38,25 @@ def _table(results: EvalResults) -> Table:
     return table
 
 
+@flags_for(spec="--model", models="--model", data_dir="--data", hparams="--arch-opt")
 def eval_command(
     model: list[str] = typer.Option([], "-m", "--model", help="Model file, bundled model (teacher, student, student-x2, ...) or preset (repeatable: models side by side)."),
     data: list[Path] = typer.Option(..., "--data", help="A set (HR images, or HR/ + LR_bicubic/X{s}/) or a folder of sets; repeatable."),
     scale: int | None = typer.Option(None, "-s", "--scale", help="Scale (default: the models')."),
     bicubic: bool = typer.Option(False, "--bicubic", help="Add the bicubic baseline (MATLAB imresize)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    tile: int | None = typer.Option(None, "-t", "--tile", help="Tile size in input pixels (default: from free memory)."),
+    arch_opt: list[str] = typer.Option([], "--arch-opt", help="KEY=VALUE: a hyperparameter the weights cannot tell, e.g. res_scale=0.1 for EDSR (repeatable; applies to every model)."),
+    tile: int | None = typer.Option(None, "-t", "--tile", help="Tile size in input pixels; 0: the whole image at once (default: from free memory)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Evaluate models (and/or the bicubic baseline) on benchmark sets: PSNR/SSIM-Y, params, GFLOPs, time."""
+    from ..evaluate import evaluate, find_sets
+    from ..upscale.model_choice import common_scale, resolve_model
+
     if not model and not bicubic:
         raise UsageError("nothing to evaluate: pass --model FILE (repeatable) and/or --bicubic")
-    models = [resolve_model(m, scale) for m in model]
+    hparams = parse_opts(arch_opt)
+    models = [resolve_model(m, scale, hparams=hparams) for m in model]
     scale = common_scale(models, scale)
     total = len(find_sets(data, scale))
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err_console,

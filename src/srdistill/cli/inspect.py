@@ -8,17 +8,19 @@ import typer
 from rich.table import Table
 
 from ..bundled import bundled_name, resolve_model_ref
-from ..models import inspect_model
-from ._console import console, fmt_params, print_json, safe
+from ._console import console, flags_for, fmt_params, print_json, safe
 from .options import parse_opts
 
 
+@flags_for(hparams="--arch-opt")
 def inspect(
     file: Path = typer.Argument(..., help="Model file (.safetensors, .pth, .pt, .ckpt) or a bundled model (teacher-x4, student, ...)."),
-    opt: list[str] = typer.Option([], "--opt", help="Override a hyperparameter the weights cannot tell, e.g. res_scale=0.1."),
+    opt: list[str] = typer.Option([], "--arch-opt", "--opt", help="KEY=VALUE: a hyperparameter the weights cannot tell, e.g. res_scale=0.1 for EDSR (repeatable)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Detect a model file's architecture, scale and hyperparameters."""
+    from ..models import inspect_model
+
     path = resolve_model_ref(file)
     info = inspect_model(path, hparams=parse_opts(opt))
     bundled = bundled_name(path)
@@ -37,8 +39,10 @@ def inspect(
     if info["assumed"]:
         table.add_row(
             "assumed",
-            safe(", ".join(info["assumed"]) + " (not stored in the weights; official default used, override with --opt)"),
+            safe(", ".join(info["assumed"]) + " (not stored in the weights; official default used, override with --arch-opt)"),
         )
+    if info["given"]:
+        table.add_row("given", safe(", ".join(info["given"]) + " (set with --arch-opt, not read from the file)"))
     table.add_row("parameters", fmt_params(info["params"]))
     table.add_row("dtype", safe(", ".join(info["dtype"])))
     table.add_row("identified by", safe(info["metadata"].get("identified_by", "?")))

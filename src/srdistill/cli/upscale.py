@@ -11,9 +11,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..bundled import bundled_name
-from ..data.imageio import DEFAULT_MAX_PIXELS
-from ..upscale import DEFAULT_MAX_OUTPUT_PIXELS, ImageResult, UpscaleProgress, resolve_model, results_json, upscale_paths
-from ._console import console, err_console, print_json, safe
+from ..data.limits import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_MAX_PIXELS
+from ..upscale.progress import ImageResult, UpscaleProgress, results_json
+from ._console import console, err_console, flags_for, print_json, safe
+from .options import parse_opts
 
 
 class RichProgress(UpscaleProgress):
@@ -59,12 +60,15 @@ def _summary(results: list[ImageResult], describe: str) -> Table:
     return table
 
 
+# The library's allow_resize is the opposite of --no-resize: each setting a message asks for has its spelling.
+@flags_for(spec="--model", hparams="--arch-opt", **{"allow_resize=True": "without --no-resize", "allow_resize=False": "--no-resize"})
 def upscale(
     inputs: list[str] = typer.Argument(..., help="Image files, folders or (quoted) glob patterns."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Output file (one input) or folder. Default: next to each input as NAME_x{s}.EXT."),
     scale: int | None = typer.Option(None, "-s", "--scale", help="Output scale. Default: the model's."),
     model: str | None = typer.Option(None, "-m", "--model", help="Model file (.safetensors/.pth), a bundled model (student, teacher, student-x2, ...; default: the bundled student) or a preset name (random weights, for speed tests)."),
-    tile: int | None = typer.Option(None, "-t", "--tile", help="Tile size in input pixels. Default: from free memory."),
+    arch_opt: list[str] = typer.Option([], "--arch-opt", help="KEY=VALUE: a hyperparameter the weights cannot tell, e.g. res_scale=0.1 for EDSR (repeatable)."),
+    tile: int | None = typer.Option(None, "-t", "--tile", help="Tile size in input pixels; 0: the whole image at once. Default: from free memory."),
     tile_pad: int | None = typer.Option(None, "--tile-pad", help="Context pixels around each tile (default 24)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16 (only where the architecture is safe)."),
@@ -82,10 +86,13 @@ def upscale(
     json_out: bool = typer.Option(False, "--json", help="Print JSON results instead of a table."),
 ) -> None:
     """Upscale images with a super-resolution model (tiled, any size)."""
+    from ..upscale.jobs import upscale_paths
+    from ..upscale.model_choice import resolve_model
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as bars:
         progress = RichProgress(bars)
-        sr_model = resolve_model(model, scale, progress)
+        sr_model = resolve_model(model, scale, progress, hparams=parse_opts(arch_opt))
         results = upscale_paths(
             sr_model, inputs, output, scale=scale, recursive=recursive, suffix=suffix, ext=ext,
             skip_existing=skip_existing, overwrite=overwrite, keep_going=keep_going, max_pixels=max_pixels,

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..errors import DataError, ImageError
+from ..errors import DataError, ImageError, param
 from ..memory import available_host_memory
 from .folders import FolderContents, ImagePair, find_images
 from .resize import imresize_uint8
@@ -114,7 +114,7 @@ def decode_pair(pair: ImagePair, scale: int, hr_downscale: float = 1.0) -> tuple
     hr, gray = read_rgb(pair.hr)
     if hr_downscale != 1.0:
         if pair.lr is not None:
-            raise DataError("--hr-downscale cannot be used with paired LR folders (the LR files match the original HR)")
+            raise DataError(f"{param('hr_downscale')} cannot be used with paired LR folders (the LR files match the original HR)")
         hr = bicubic_uint8(hr, hr_downscale)
     if pair.lr is None:
         h, w = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
@@ -127,13 +127,9 @@ def decode_pair(pair: ImagePair, scale: int, hr_downscale: float = 1.0) -> tuple
     if hr.shape[0] < h or hr.shape[1] < w or hr.shape[0] >= h + scale or hr.shape[1] >= w + scale:
         raise DataError(
             f"scale mismatch between paired folders: {pair.lr.name} is {lr.shape[1]}x{lr.shape[0]} but "
-            f"{pair.hr.name} is {hr.shape[1]}x{hr.shape[0]}, not x{scale} of it; check --scale and the LR folder"
+            f"{pair.hr.name} is {hr.shape[1]}x{hr.shape[0]}, not x{scale} of it; check {param('scale')} and the LR folder"
         )
     return np.ascontiguousarray(hr[:h, :w]), lr, gray
-
-
-# distill.teacher_cache imports this name; new code takes srdistill.memory.available_host_memory.
-_available_memory = available_host_memory
 
 
 def _decode_all(pairs: Sequence[ImagePair], scale: int, hr_downscale: float) -> Iterator[tuple[ImagePair, Any]]:
@@ -208,7 +204,7 @@ def load_images(
         if too_small == len(pairs):
             raise DataError(
                 f"every image in {where or 'the data folder'} is smaller than one {patch_size}x{patch_size} LR patch "
-                f"({patch_size * scale}x{patch_size * scale} HR at x{scale}); use a smaller --patch-size or larger images"
+                f"({patch_size * scale}x{patch_size * scale} HR at x{scale}); use a smaller {param('patch_size')} or larger images"
             )
         raise DataError(
             f"none of the {len(pairs)} image(s) in {where or 'the data folder'} could be used "
@@ -314,15 +310,6 @@ def _quiet_worker(_worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def default_workers(device_type: str, cached: bool) -> int:
-    """In-process loading on CPU (a cached patch costs ~0.1 ms; a worker would steal a core from
-    the step); worker processes on GPUs, where the step is fast and the cores are idle."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if device_type == "cpu":
-        return 0 if cached else max(1, min(4, cpus // 2))
-    return min(4 if cached else 8, max(1, cpus - 1))
-
-
 def patch_loader(
     dataset: PatchDataset,
     *,
@@ -361,8 +348,8 @@ def hold_out(contents: FolderContents, fraction: float, seed: int) -> tuple[list
     count = max(1, math.ceil(fraction * len(pairs)))
     if count >= len(pairs):
         raise DataError(
-            f"--val-fraction {fraction:g} of {len(pairs)} image(s) in {contents.hr_dir} leaves nothing to train on; "
-            f"use a smaller fraction or --val-data"
+            f"{param('val_fraction')} {fraction:g} of {len(pairs)} image(s) in {contents.hr_dir} leaves nothing to train on; "
+            f"use a smaller fraction or {param('val_data')}"
         )
     chosen = set(np.random.default_rng([seed, _HOLDOUT_STREAM]).choice(len(pairs), count, replace=False).tolist())
     return [p for i, p in enumerate(pairs) if i not in chosen], [p for i, p in enumerate(pairs) if i in chosen]
@@ -388,4 +375,4 @@ def load_validation(pairs: Sequence[ImagePair], *, scale: int, crop: int = 0, hr
 
 
 def find_training_images(data: str | Path, scale: int) -> FolderContents:
-    return find_images(data, scale, what="--data")
+    return find_images(data, scale)

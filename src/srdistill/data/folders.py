@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import DataError, param
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"})
 
@@ -72,8 +72,8 @@ def _scale_dir(lr_root: Path, scale: int) -> Path:
         return wanted
     present = sorted(d.name for d in lr_root.iterdir() if d.is_dir() and re.fullmatch(r"[Xx]\d+", d.name))
     raise DataError(
-        f"scale mismatch: {lr_root} holds {', '.join(present) or 'no X<s> folders'} but --scale is {scale}; "
-        f"pass the matching --scale, or remove {lr_root.name} to generate x{scale} LR on the fly"
+        f"scale mismatch: {lr_root} holds {', '.join(present) or 'no X<s> folders'} but {param('scale')} is {scale}; "
+        f"pass the matching {param('scale')}, or remove {lr_root.name} to generate x{scale} LR on the fly"
     )
 
 
@@ -84,19 +84,20 @@ def _partner(hr: Path, lr_files: dict[str, Path], scale: int) -> Path | None:
     return None
 
 
-def find_images(data: str | Path, scale: int, *, what: str = "--data") -> FolderContents:
-    """The images of a dataset folder; raises DataError for a missing, empty or mismatched one."""
+def find_images(data: str | Path, scale: int, *, what: str = "data") -> FolderContents:
+    """The images of a dataset folder; raises DataError for a missing, empty or mismatched one.
+    ``what`` is the parameter the caller took ``data`` as, for messages."""
     data = Path(data).expanduser()
     if not data.exists():
-        raise DataError(f"{what} folder {data} does not exist (check the path)")
+        raise DataError(f"{param(what)} folder {data} does not exist (check the path)")
     if not data.is_dir():
-        raise DataError(f"{what} {data} is a file; give the folder that holds the images")
+        raise DataError(f"{param(what)} {data} is a file; give the folder that holds the images")
     hr_dir, lr_root = _lr_root(data)
     images, others = _images_in(hr_dir)
     if not images:
         seen = f" ({len(others)} other file(s), e.g. {others[0].name}, are not images)" if others else ""
         raise DataError(
-            f"{what} folder {hr_dir} holds no images{seen}; give a folder of .png/.jpg HR images "
+            f"{param(what)} folder {hr_dir} holds no images{seen}; give a folder of .png/.jpg HR images "
             f"or one with HR/ and LR_bicubic/X{scale}/"
         )
     if lr_root is None:

@@ -8,9 +8,10 @@ user's file (missing, empty, not an image, truncated, larger than the pixel limi
 pixel data is decoded.
 
 16-bit colour is kept: Pillow reduces 16-bit RGB(A) PNG and TIFF to 8 bits, so those two cases go
-through :mod:`png16` and :mod:`tiff16`. Writing is atomic and streamed: the encoder writes into a
-temporary file in the target folder as it goes (the encoded file is never held in memory), which
-is synced and renamed into place only when complete, so a failure never leaves a partial file.
+through :mod:`codecs16` (imagecodecs and tifffile, the optional ``codecs16`` extra). Writing is
+atomic: the encoder writes into a temporary file in the target folder (Pillow and tifffile as
+they go; libpng's 16-bit PNG is encoded in memory first), which is synced and renamed into place
+only when complete, so a failure never leaves a partial file.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile
 
-from srdistill.data import png16, tiff16
-from srdistill.errors import ImageError, OutputExistsError
+from srdistill.data import codecs16
+from srdistill.data.limits import DEFAULT_MAX_PIXELS
+from srdistill.errors import ImageError, OutputExistsError, param
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -43,7 +45,6 @@ __all__ = [
     "write_image",
 ]
 
-DEFAULT_MAX_PIXELS = 100_000_000
 _READ_FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "BMP", "DIB", "TIFF"}
 _WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
                   ".tif": "TIFF", ".tiff": "TIFF"}
@@ -95,8 +96,7 @@ def _header_only_pillow_limit():
 def _too_large(path: Path, width: int, height: int, max_pixels: int) -> ImageError:
     return ImageError(
         f"{path}: {width}x{height} is {width * height / 1e6:.1f} megapixels, over the limit of "
-        f"{max_pixels / 1e6:g} megapixels; if the file is trusted, raise the limit with --max-pixels "
-        f"(max_pixels=)"
+        f"{max_pixels / 1e6:g} megapixels; if the file is trusted, raise the limit ({param('max_pixels')})"
     )
 
 
@@ -158,8 +158,8 @@ def _pixels_from_pillow(im: Image.Image, notes: list[str]) -> tuple[np.ndarray, 
     if mode == "I":
         arr = np.asarray(im)
         if arr.size and (arr.min() < 0 or arr.max() > 65535):
-            raise ImageError(f"32-bit integer image with values outside 0..65535 is not supported; "
-                             f"convert it to 16-bit")
+            raise ImageError("32-bit integer image with values outside 0..65535 is not supported; "
+                             "convert it to 16-bit")
         notes.append("32-bit integer gray stored as 16-bit")
         return arr.astype(np.uint16)[:, :, None], None, 16
     if mode == "F":
@@ -194,19 +194,15 @@ def _decode(im: Image.Image, path: Path, head: bytes, notes: list[str]):
     if frames > 1:
         notes.append(f"first of {frames} frames used")
     info = dict(im.info)
-    wide_png = im.format == "PNG" and png16.is_png16_color(head)
-    if not (wide_png or (im.format == "TIFF" and tiff16.is_tiff16_color(im))):
+    wide_png = im.format == "PNG" and codecs16.is_png16_color(head)
+    if not (wide_png or (im.format == "TIFF" and codecs16.is_tiff16_color(im))):
         im.load()
         info.update(im.info)  # PNG chunks after the image data (eXIf, text) arrive on load
         pixels, alpha, bit_depth = _pixels_from_pillow(im, notes)
         return pixels, alpha, bit_depth, im.mode, info
-    data = path.read_bytes()
-    if wide_png:
-        decoded = png16.read_png16(data)
-        info.update(decoded.info)
-        wide = decoded.pixels
-    else:
-        wide = tiff16.read_tiff16(data, im)
+    # Metadata comes from Pillow's parse of the chunks/tags before the image data (where the PNG
+    # spec puts iCCP, pHYs and eXIf); the pixels from the 16-bit codec.
+    wide = codecs16.read_png16(path) if wide_png else codecs16.read_tiff16(path)
     channels = wide.shape[2]
     source_mode = {2: "LA;16", 3: "RGB;16", 4: "RGBA;16"}[channels]
     if channels in (2, 4):
@@ -253,8 +249,6 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
             pixels, alpha, bit_depth, source_mode, info = _decode(im, path, head, notes)
         except Image.DecompressionBombError as exc:  # a decoder that re-checks with Pillow's default
             raise ImageError(f"{path}: Pillow refused to decode it ({exc})") from None
-        except (png16.PngFormatError, tiff16.TiffFormatError) as exc:
-            raise ImageError(f"{path}: {exc}") from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageError(f"{path}: image data is truncated or corrupt ({exc})") from None
         orientation = _orientation(im, info)
@@ -303,9 +297,10 @@ def to_8bit(pixels: np.ndarray) -> np.ndarray:
     return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
 
 
-def _encode(out: BinaryIO, fmt: str, pixels: np.ndarray, alpha: np.ndarray | None, *, icc: bytes | None,
-            exif: bytes | None, dpi: tuple[float, float] | None, quality: int, notes: list[str]) -> None:
-    """Encode the image as ``fmt`` into ``out``, written as the encoder produces it."""
+def _encode(out: BinaryIO, path: Path, fmt: str, pixels: np.ndarray, alpha: np.ndarray | None, *,
+            icc: bytes | None, exif: bytes | None, dpi: tuple[float, float] | None, quality: int,
+            notes: list[str]) -> None:
+    """Encode the image as ``fmt`` into ``out`` (the temporary file that becomes ``path``)."""
     channels = pixels.shape[2]
     if alpha is not None and fmt in ("JPEG", "BMP"):
         notes.append(f"alpha channel dropped: {fmt} stores no alpha")
@@ -330,11 +325,11 @@ def _encode(out: BinaryIO, fmt: str, pixels: np.ndarray, alpha: np.ndarray | Non
     if wide and (channels == 3 or alpha is not None):
         stacked = np.concatenate([pixels, alpha[:, :, None]], axis=2) if alpha is not None else pixels
         if fmt == "PNG":
-            png16.write_png16(out, stacked, icc_profile=icc, exif=exif, dpi=dpi)
+            codecs16.write_png16(out, path, stacked, icc_profile=icc, exif=exif, dpi=dpi)
             return
         if exif:
             notes.append("EXIF not stored in the 16-bit RGB TIFF")
-        tiff16.write_tiff16(out, stacked, icc_profile=icc, dpi=dpi)
+        codecs16.write_tiff16(out, path, stacked, icc_profile=icc, dpi=dpi)
         return
 
     if wide:  # 16-bit gray: Pillow's I;16
@@ -405,10 +400,10 @@ def write_image(
                          f"{', '.join(sorted(_WRITE_FORMATS))}")
     pixels = _check_pixels(pixels, alpha)
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
+        raise OutputExistsError(f"{path} already exists; pass {param('overwrite', True)} to replace it")
     notes: list[str] = []
     with _atomic_file(path, overwrite) as out:
-        _encode(out, fmt, pixels, alpha, icc=like.icc_profile if like else None,
+        _encode(out, path, fmt, pixels, alpha, icc=like.icc_profile if like else None,
                 exif=like.exif if like else None, dpi=like.dpi if like else None,
                 quality=quality, notes=notes)
     return tuple(notes)
@@ -424,9 +419,9 @@ def _atomic_file(path: Path, overwrite: bool) -> Iterator[BinaryIO]:
     """
     temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        # os.open applies the umask, so the final file gets the usual permissions.
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as fh:
+        # "x": created exclusively, mode 0o666 less the umask, so the final file gets the usual
+        # permissions. A file opened by name (not os.fdopen) also has a name, which tifffile needs.
+        with open(temp, "xb") as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
@@ -437,7 +432,7 @@ def _atomic_file(path: Path, overwrite: bool) -> Iterator[BinaryIO]:
             try:
                 os.link(temp, path)
             except FileExistsError:
-                raise OutputExistsError(f"{path} already exists; pass --overwrite (overwrite=True) "
+                raise OutputExistsError(f"{path} already exists; pass {param('overwrite', True)} "
                                         f"to replace it") from None
             except OSError:
                 if path.exists():

@@ -4,8 +4,9 @@
     result = distill("swinir_x4.safetensors", "edsr-lite", "photos/", method="mipkd", steps=2000)
 
 Everything that can be wrong with the inputs (teacher file, scale, student preset, method and its
-options, boundaries) is checked by :func:`plan_distillation` before any data is read; ``--dry-run``
-prints the plan and stops there.
+options, boundaries) is checked by :func:`plan_distillation` before any data is read; a dry run
+(``srdistill distill --dry-run``) prints the plan and stops there. :func:`prepare_run` is the one
+path from the layered settings (:mod:`.settings`) and the engine options to a plan.
 """
 
 from __future__ import annotations
@@ -13,30 +14,27 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..bundled import resolve_model_ref
-from ..errors import UsageError
+from ..errors import UsageError, param
 from ..hooks import block_hooks
-from ..models import SRModel, file_sha256, load_model
-from ..registry import ARCHS, find_preset, get_method
-from ..train.config import TrainConfig, resolve, typed_values
+from ..models import SRModel, build_model, file_sha256, load_model, resolve_arch
+from ..provenance import file_reference
+from ..train.config import TrainConfig, build_config, engine_keys, load_toml, run_dir_of_checkpoint, validate
 from ..train.loop import TrainResult, train
 from ..train.objective import Objective
 from ..train.progress import TrainCallback
-from ..train.seeding import seed_everything
 from .boundaries import Boundary, format_boundaries, match_boundaries
 from .features import crop_to_input
 from .mixers import parameter_count
-from .spec import DistillContext, MethodSpec
-from .teacher_cache import CACHE_MODES
-
-
-SETTINGS_FILE = "distill.json"
+from .registry import get_method
+from .settings import SETTINGS_FILE, DistillSettings
+from .spec import DistillContext, MethodSpec, check_cache_mode
 
 
 class DistillNote(UserWarning):
@@ -77,7 +75,7 @@ class DistillPlan:
             },
             "boundaries": format_boundaries(self.boundaries) if self.boundaries else None,
             "boundary_source": self.boundary_source,
-            "student_init": self.student_file.name if self.student_file else "random",
+            "student_init": file_reference(self.student_file) if self.student_file else "random",
         }
 
     def table(self, patch_size: int = 48) -> list[dict[str, Any]]:
@@ -115,7 +113,7 @@ class DistillPlan:
         return {
             "method": self.method.id,
             "options": self.options,
-            "teacher": {"arch": self.teacher.arch, "scale": self.teacher.scale, "params": self.teacher.num_params,
+            "teacher": {"arch": self.teacher.arch, "scale": self.teacher.scale, "hparams": dict(self.teacher.hparams), "params": self.teacher.num_params,
                         "blocks": len(self.teacher.blocks), "file": str(self.teacher_file) if self.teacher_file else None},
             "student": {"arch": self.student.arch, "preset": self.student.preset, "hparams": self.student.hparams,
                         "params": self.student.num_params, "blocks": len(self.student.blocks)},
@@ -136,45 +134,38 @@ def _student_model(
     if student_file is not None:
         student = load_model(student_file, hparams=student_options or None)
         if student_arch is not None:
-            spec = _student_spec(student_arch)[0]
+            spec = resolve_arch(student_arch)[0]
             if spec.id != student.arch:
                 raise UsageError(
-                    f"--student {student_file} is a {student.arch} model but --student-arch says {student_arch}; drop one of them"
+                    f"{param('student_file')} {student_file} is a {student.arch} model but {param('student_arch')} "
+                    f"says {student_arch}; drop one of them"
                 )
         if student.scale != teacher.scale:
             raise UsageError(
-                f"--student {student_file} is x{student.scale} but the teacher is x{teacher.scale}; "
+                f"{param('student_file')} {student_file} is x{student.scale} but the teacher is x{teacher.scale}; "
                 f"teacher and student must have the same scale"
             )
         student.net.train()
         return student
     if student_arch is None:
-        raise UsageError("no student given; pass --student-arch PRESET (see `srdistill archs`) or --student FILE")
-    spec, preset = _student_spec(student_arch)
+        raise UsageError(
+            f"no student given; pass {param('student_arch')} PRESET (see `srdistill archs`) or {param('student_file')} FILE"
+        )
+    spec = resolve_arch(student_arch)[0]
     if teacher.scale not in spec.scales:
         raise UsageError(
             f"student {student_arch} supports scales {list(spec.scales)}, but the teacher is x{teacher.scale}; "
             f"choose a student that supports x{teacher.scale}"
         )
-    hparams = spec.resolve(student_options, preset=preset)
-    seed_everything(seed)  # the same initialisation as `srdistill train --seed`
-    return SRModel(spec, teacher.scale, hparams, spec.instantiate(teacher.scale, hparams))
+    # The same initialisation as `srdistill train --seed`.
+    return build_model(student_arch, teacher.scale, student_options, seed=seed)
 
 
-def _student_spec(name: str):
-    try:
-        return find_preset(name)
-    except UsageError:
-        if name in ARCHS.ids():
-            return ARCHS.get(name), None
-        raise
-
-
-def _model_ref(ref: str | Path, scale: int | None, flag: str) -> Path:
+def _model_ref(ref: str | Path, scale: int | None, name: str) -> Path:
     try:
         return resolve_model_ref(ref, scale)
     except UsageError as exc:
-        raise UsageError(f"{flag} {exc}") from None
+        raise UsageError(f"{param(name)} {exc.template}") from None
 
 
 def plan_distillation(
@@ -192,27 +183,27 @@ def plan_distillation(
     teacher_cache_dir: str | Path | None = None,
     seed: int = 0,
     total_steps: int | None = None,
+    teacher_options: Mapping[str, Any] | None = None,
 ) -> DistillPlan:
     """Check every input and build the method's objective; reads no training data."""
-    if teacher_cache not in CACHE_MODES:
-        raise UsageError(f"--teacher-cache must be one of {', '.join(CACHE_MODES)}, got {teacher_cache!r}")
+    check_cache_mode(teacher_cache)  # before the teacher is read
     spec = get_method(method)
     options = spec.resolve(method_options)
     teacher_file = None
     if isinstance(teacher, SRModel):
         teacher_model = teacher
     else:
-        # A file wins; otherwise "teacher" / "teacher-x2" name the bundled teacher (at --scale, default x4).
-        teacher_file = _model_ref(teacher, scale, "--teacher")
-        teacher_model = load_model(teacher_file)
+        # A file wins; otherwise "teacher" / "teacher-x2" name the bundled teacher (at scale, default x4).
+        teacher_file = _model_ref(teacher, scale, "teacher")
+        teacher_model = load_model(teacher_file, hparams=teacher_options or None)
     if scale is not None and scale != teacher_model.scale:
         raise UsageError(
-            f"the teacher {teacher_file or teacher_model.arch} is a x{teacher_model.scale} model but --scale {scale} was given; "
-            f"omit --scale (the teacher implies it) or use a x{scale} teacher"
+            f"the teacher {teacher_file or teacher_model.arch} is a x{teacher_model.scale} model but {param('scale')} {scale} "
+            f"was given; omit {param('scale')} (the teacher implies it) or use a x{scale} teacher"
         )
     teacher_model.net.eval().requires_grad_(False)
     if student_file is not None:
-        student_file = _model_ref(student_file, teacher_model.scale, "--student")
+        student_file = _model_ref(student_file, teacher_model.scale, "student_file")
     student = _student_model(teacher_model, student_arch, student_options, student_file, seed)
     notes = []
     found: tuple[Boundary, ...] = ()
@@ -221,7 +212,7 @@ def plan_distillation(
         found = match_boundaries(teacher_model, student, k=k, explicit=boundaries, method=spec.id)
         source = "explicit" if boundaries is not None else ("K" if k else "auto")
     elif k is not None or boundaries is not None:
-        notes.append(f"method {spec.id} uses no features: --K/--boundaries ignored")
+        notes.append(f"method {spec.id} uses no features: k/boundaries ignored")
         warnings.warn(notes[-1], DistillNote, stacklevel=2)
     teacher_sha256 = file_sha256(teacher_file) if teacher_file else None
     context = DistillContext(
@@ -244,67 +235,139 @@ def plan_distillation(
     )
 
 
-def engine_config(config: TrainConfig | Mapping[str, Any] | None, **engine_options: Any) -> TrainConfig:
-    """Engine options (as for ``srdistill train``) from a TrainConfig and/or keyword values."""
-    base = dict(config.stored()) if isinstance(config, TrainConfig) else dict(typed_values(config or {}, "config"))
-    base.update(typed_values({k: v for k, v in engine_options.items() if v is not None}, "distill()"))
-    return resolve(base)
+@dataclass
+class PreparedRun:
+    """A checked distillation: the plan, the settings it came from, and the engine configuration
+    (None for a dry run, which reads no data and needs none)."""
+
+    plan: DistillPlan
+    settings: DistillSettings
+    config: TrainConfig | None
+
+    def run(self, callback: TrainCallback | None = None) -> TrainResult:
+        if self.config is None:
+            raise UsageError("a dry run has no engine configuration to train with; prepare it with dry_run=False")
+        return run_plan(self.plan, self.config, callback=callback, settings=self.settings.recorded(self.plan))
+
+
+def prepare_run(
+    explicit: DistillSettings,
+    engine: Mapping[str, Any],
+    *,
+    config_file: str | Path | None = None,
+    document: Mapping[str, Any] | None = None,
+    scale: int | None = None,
+    dry_run: bool = False,
+) -> PreparedRun:
+    """The one path from inputs to a plan, for ``distill()`` and ``srdistill distill`` alike.
+
+    ``explicit`` settings win over the ``[distill]`` table of ``config_file`` (``document``: that file
+    already parsed), which wins over the ``distill.json`` of the run being resumed (``engine``'s
+    ``run_dir`` with ``resume``); see :mod:`.settings`. ``engine`` holds the training options as
+    given (None: not given); ``scale``, when given, must be the teacher's.
+    """
+    if document is None:
+        document = load_toml(config_file) if config_file is not None else {}
+    source = str(config_file or "config")
+    file_engine = engine_keys(document, source, TrainConfig, tables=("distill",))  # unknown keys fail here
+    given = {**file_engine, **{key: value for key, value in engine.items() if value is not None}}
+    run_dir, resume = given.get("run_dir"), given.get("resume")
+    if resume and run_dir is None and resume != "auto":
+        run_dir = run_dir_of_checkpoint(resume)
+    settings = DistillSettings.layered(
+        explicit,
+        DistillSettings.from_toml(source, document) if "distill" in document else None,
+        DistillSettings.from_run_dir(run_dir) if resume and run_dir else None,
+    )
+    if settings.teacher is None:
+        raise UsageError(f"no teacher given; pass {param('teacher')} FILE (any model file `srdistill inspect` can read)")
+    config = None
+    if not dry_run:
+        # Checked before the teacher is even read; the student's arch is filled in from the plan.
+        config = build_config({**engine, "arch": settings.student_arch or "student"}, config_file,
+                              tables=("distill",), document=document)
+        seed, steps = config.seed, config.steps
+    else:
+        seed, steps = int(given.get("seed") or 0), given.get("steps")
+    plan = plan_distillation(
+        settings.teacher,
+        settings.student_arch,
+        method=settings.method,
+        method_options=settings.method_options,
+        student_options=settings.student_options,
+        student_file=settings.student_file,
+        scale=scale if scale is not None else file_engine.get("scale"),
+        k=settings.k,
+        boundaries=settings.boundaries,
+        teacher_cache=settings.teacher_cache,
+        teacher_cache_dir=settings.teacher_cache_dir,
+        teacher_options=settings.teacher_options,
+        seed=seed,
+        total_steps=int(steps) if steps else None,
+    )
+    if settings.teacher_sha256 and plan.teacher_sha256 and plan.teacher_sha256 != settings.teacher_sha256:
+        raise UsageError(
+            f"{param('teacher')} {plan.teacher_file} is not the teacher run {run_dir} was started with (its sha256 differs); "
+            f"resume with the original teacher"
+        )
+    if config is not None:
+        arch = settings.student_arch or plan.student.preset or plan.student.arch
+        config = replace(config, arch=arch, arch_opt=dict(settings.student_options), scale=plan.teacher.scale)
+        validate(config)
+    return PreparedRun(plan, settings, config)
 
 
 def distill(
-    teacher: str | Path | SRModel,
+    teacher: str | Path | SRModel | None = None,
     student_arch: str | None = None,
     data: str | Path | None = None,
     *,
-    method: str = "mipkd",
+    method: str | None = None,
     method_options: Mapping[str, Any] | None = None,
     student_options: Mapping[str, Any] | None = None,
     student_file: str | Path | None = None,
     k: int | None = None,
     boundaries: str | Sequence[tuple[int, int]] | None = None,
-    teacher_cache: str = "auto",
+    teacher_cache: str | None = None,
     teacher_cache_dir: str | Path | None = None,
-    config: TrainConfig | Mapping[str, Any] | None = None,
+    config: TrainConfig | Mapping[str, Any] | str | Path | None = None,
     callback: TrainCallback | None = None,
+    teacher_options: Mapping[str, Any] | None = None,
     **engine_options: Any,
 ) -> TrainResult:
     """Distil ``teacher`` into a fresh ``student_arch`` (or ``student_file``) on the images in ``data``.
 
     ``engine_options`` are the training options of ``srdistill train`` (``steps``, ``batch_size``,
-    ``max_time``, ``lr``, ``seed``, ``output``, ...); the output is the plain student.
+    ``max_time``, ``lr``, ``seed``, ``output``, ``run_dir``, ``resume``, ...); the output is the
+    plain student. ``config`` is a TrainConfig, a mapping of those options, or a TOML file (its
+    ``[distill]`` table gives the settings below it). ``run_dir=..., resume="auto"`` continues an
+    interrupted run: teacher, student, method and their options come from its ``distill.json``
+    unless given again. Settings left None take the method's and the engine's defaults.
     """
-    layered = dict(config.stored()) if isinstance(config, TrainConfig) else dict(config or {})
+    config_file = Path(config) if isinstance(config, (str, Path)) else None
+    if isinstance(config, TrainConfig):
+        engine = dict(config.stored())
+    else:
+        engine = dict(config) if isinstance(config, Mapping) else {}
     # A TrainConfig always holds a scale (default 4); only an explicitly given one is checked.
-    scale = engine_options.get("scale") or (None if isinstance(config, TrainConfig) else layered.get("scale"))
-    layered.update({k_: v for k_, v in engine_options.items() if v is not None})
-    layered.pop("scale", None)
+    scale = engine_options.get("scale") or (None if isinstance(config, TrainConfig) else engine.get("scale"))
+    engine.update({key: value for key, value in engine_options.items() if value is not None})
     if data is not None:
-        layered["data"] = str(data)
-    plan_inputs = dict(
-        method=method,
-        method_options=method_options,
-        student_options=student_options,
-        student_file=student_file,
-        scale=int(scale) if scale is not None else None,
-        k=k,
-        boundaries=boundaries,
-        teacher_cache=teacher_cache,
+        engine["data"] = str(data)
+    explicit = DistillSettings(
+        teacher=teacher, teacher_options=teacher_options or {}, student_arch=student_arch,
+        student_options=student_options or {}, student_file=student_file, method=method,
+        method_options=method_options or {}, k=k, boundaries=boundaries, teacher_cache=teacher_cache,
         teacher_cache_dir=teacher_cache_dir,
     )
-    seed = int(layered.get("seed", 0) or 0)
-    steps = layered.get("steps")
-    plan = plan_distillation(teacher, student_arch, seed=seed, total_steps=int(steps) if steps else None, **plan_inputs)
-    layered["scale"] = plan.teacher.scale
-    layered["arch"] = student_arch or plan.student.preset or plan.student.arch
-    layered["arch_opt"] = {k_: v for k_, v in (student_options or {}).items()}
-    cfg = engine_config(layered)
-    return run_plan(plan, cfg, callback=callback)
+    prepared = prepare_run(explicit, engine, config_file=config_file, scale=int(scale) if scale is not None else None)
+    return prepared.run(callback)
 
 
 class _RecordSettings(TrainCallback):
-    """Writes ``distill.json`` into the run folder when training starts (rank 0), so that
-    ``srdistill distill --run-dir DIR --resume auto`` finds teacher, student and method again;
-    forwards every event to the caller's callback."""
+    """Writes ``distill.json`` into the run folder when training starts (rank 0), so that a resumed
+    run (``run_dir=..., resume="auto"``) finds teacher, student and method again; forwards every
+    event to the caller's callback."""
 
     def __init__(self, inner: TrainCallback | None, settings: dict[str, Any]):
         self.inner = inner or TrainCallback()
@@ -323,6 +386,9 @@ class _RecordSettings(TrainCallback):
     def on_validation(self, step: int, result: dict[str, Any]) -> None:
         self.inner.on_validation(step, result)
 
+    def on_info(self, text: str) -> None:
+        self.inner.on_info(text)
+
     def on_message(self, text: str) -> None:
         self.inner.on_message(text)
 
@@ -335,16 +401,10 @@ def run_plan(
     config: TrainConfig,
     *,
     callback: TrainCallback | None = None,
-    settings: dict[str, Any] | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> TrainResult:
-    """Train the planned student on the engine; ``settings`` go to ``distill.json`` in the run folder."""
+    """Train the planned student on the engine; ``settings`` (:meth:`DistillSettings.recorded`) go
+    to ``distill.json`` in the run folder."""
     if settings is not None:
-        # distill.json names the files actually loaded, so that a bundled name ("teacher") is not
-        # recorded as a path relative to the folder the run happened to start in.
-        settings = dict(settings)
-        if plan.teacher_file is not None:
-            settings["teacher"] = str(plan.teacher_file.resolve())
-        if plan.student_file is not None:
-            settings["student_file"] = str(plan.student_file.resolve())
-        callback = _RecordSettings(callback, settings)
+        callback = _RecordSettings(callback, dict(settings))
     return train(config, objective=plan.objective, student=plan.student, callback=callback, provenance=plan.provenance())

@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from ..errors import UsageError
+from ..errors import UsageError, param
 from ..models import SRModel
 
 # The automatic K stops at 2: every boundary adds a mixer (the paper's 64-wide 3x3 mixers cost
@@ -64,7 +64,7 @@ def _blocks_of(model: SRModel, role: str, method: str) -> tuple[tuple[str, ...],
     if not blocks:
         raise BoundaryError(
             f"{role} architecture {model.arch!r} declares no body blocks (its spec's blocks() is empty), so method "
-            f"{method!r} cannot hook its features; use --method logits or scratch, or declare blocks in the arch plugin"
+            f"{method!r} cannot hook its features; use {param('method')} logits or scratch, or declare blocks in the arch plugin"
         )
     if len(blocks) != len(channels):
         raise BoundaryError(
@@ -81,12 +81,12 @@ def parse_boundaries(text: str) -> list[tuple[int, int]]:
         match = re.fullmatch(r"(-?\d+)\s*:\s*(-?\d+)", item)
         if not match:
             raise BoundaryError(
-                f"--boundaries item {item!r} must be TEACHER:STUDENT block indices, e.g. --boundaries 7:1,15:3 "
-                f"(see --dry-run for the indices)"
+                f"{param('boundaries')} item {item!r} must be TEACHER:STUDENT block indices, e.g. 7:1,15:3 "
+                f"({param('dry_run', True)} lists the indices)"
             )
         pairs.append((int(match.group(1)), int(match.group(2))))
     if not pairs:
-        raise BoundaryError("--boundaries is empty; give TEACHER:STUDENT block indices, e.g. 7:1,15:3")
+        raise BoundaryError(f"{param('boundaries')} is empty; give TEACHER:STUDENT block indices, e.g. 7:1,15:3")
     return pairs
 
 
@@ -103,34 +103,34 @@ def match_boundaries(
     s_blocks, s_channels = _blocks_of(student, "student", method)
     if explicit is not None:
         if k is not None:
-            raise BoundaryError("give either --K or --boundaries, not both (--boundaries fixes K)")
+            raise BoundaryError(f"give either {param('k')} or {param('boundaries')}, not both ({param('boundaries')} fixes K)")
         pairs = parse_boundaries(explicit) if isinstance(explicit, str) else [tuple(p) for p in explicit]
         for t, s in pairs:
             if not 0 <= t < len(t_blocks):
                 raise BoundaryError(
-                    f"--boundaries {t}:{s}: teacher block index {t} is out of range; teacher {teacher.arch} has "
+                    f"{param('boundaries')} {t}:{s}: teacher block index {t} is out of range; teacher {teacher.arch} has "
                     f"{len(t_blocks)} blocks (0..{len(t_blocks) - 1})"
                 )
             if not 0 <= s < len(s_blocks):
                 raise BoundaryError(
-                    f"--boundaries {t}:{s}: student block index {s} is out of range; student {student.arch} has "
+                    f"{param('boundaries')} {t}:{s}: student block index {s} is out of range; student {student.arch} has "
                     f"{len(s_blocks)} blocks (0..{len(s_blocks) - 1})"
                 )
         for (t0, s0), (t1, s1) in zip(pairs, pairs[1:]):
             if not (t1 > t0 and s1 > s0):
                 raise BoundaryError(
-                    f"--boundaries must increase on both sides (got {t0}:{s0} then {t1}:{s1}); list them in forward order"
+                    f"{param('boundaries')} must increase on both sides (got {t0}:{s0} then {t1}:{s1}); list them in forward order"
                 )
     else:
         if k is None or k == 0:
             k = auto_k(len(t_blocks), len(s_blocks))
         if k < 1:
-            raise BoundaryError(f"--K must be at least 1, got {k}")
+            raise BoundaryError(f"{param('k')} must be at least 1, got {k}")
         if k > len(t_blocks) or k > len(s_blocks):
             raise BoundaryError(
-                f"--K {k} is larger than the depth of the {'teacher' if k > len(t_blocks) else 'student'} "
+                f"{param('k')} {k} is larger than the depth of the {'teacher' if k > len(t_blocks) else 'student'} "
                 f"(teacher {teacher.arch}: {len(t_blocks)} blocks, student {student.arch}: {len(s_blocks)}); "
-                f"use --K {min(len(t_blocks), len(s_blocks))} or less"
+                f"use {param('k')} {min(len(t_blocks), len(s_blocks))} or less"
             )
         pairs = list(zip(stage_ends(len(t_blocks), k), stage_ends(len(s_blocks), k)))
     return tuple(
@@ -139,5 +139,5 @@ def match_boundaries(
 
 
 def format_boundaries(boundaries: Sequence[Boundary]) -> str:
-    """The canonical ``--boundaries`` text that reproduces a matching."""
+    """The canonical ``boundaries`` text that reproduces a matching."""
     return ",".join(f"{b.teacher_index}:{b.student_index}" for b in boundaries)

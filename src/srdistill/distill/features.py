@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..precision import float32_region
+
 NORMS = ("channel", "global", "none")
 
 
@@ -52,6 +54,7 @@ class RunningScale(nn.Module):
         self.register_buffer("seen", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
+    @float32_region()  # called inside the step's autocast: the statistic stays float32
     def _update(self, x: torch.Tensor) -> None:
         x = x.detach().float()
         std = x.std(dim=(0, 2, 3)) if self.mode == "channel" else x.std().reshape(1)

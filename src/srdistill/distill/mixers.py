@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..precision import float32_region
+
 ENCODERS = ("conv3", "conv1", "linear")
 
 
@@ -88,6 +90,7 @@ class ChannelAdapter(nn.Module):
 
 
 @torch.no_grad()
+@float32_region()  # a bf16 Gram matrix loses three digits; CUDA has no bf16 solve
 def least_squares(source: torch.Tensor, target: torch.Tensor, ridge: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
     """(W, b) minimising ||W x + b - y||^2 over all positions of two N x C x H x W maps (ridge-regularised)."""
     x = source.detach().float().transpose(0, 1).flatten(1)  # C_in x P
@@ -108,6 +111,7 @@ def set_linear(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None 
 
 
 @torch.no_grad()
+@float32_region()
 def fit_linear(mixer: FeaturePriorMixer, teacher: torch.Tensor, student: torch.Tensor) -> None:
     """Start a linear mixer fitted to one batch of (normalised) features; see the module notes."""
     if not isinstance(mixer.encode_teacher, nn.Conv2d) or mixer.encode_teacher.weight.shape[0] != teacher.shape[1]:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from ..hooks import block_hooks
 from ..models import SRModel
+from ..precision import teacher_dtype_guard
 
 
 class _Stop(Exception):
@@ -73,6 +74,7 @@ class RoutedForward:
     def __init__(self, model: SRModel):
         self.blocks = model.blocks
         self.view = model.spec.feature_view
+        self.safe_dtypes = tuple(model.spec.safe_dtypes)
         self.chain: dict[int, bool] = {}
 
     def _check_chain(self, net: torch.nn.Module, lr: torch.Tensor, index: int) -> bool:
@@ -123,7 +125,12 @@ class RoutedForward:
 
             replace[stop_path] = halt
         try:
-            with skipped(net, skip), block_hooks(net, hooked, self.view, capture=False, replace=replace):
-                return net(lr)
+            # A network unsafe in the step's autocast dtype (SwinIR in fp16) runs in float32 here
+            # as in its plain forward (teacher.run_teacher); gradients still flow through it.
+            with teacher_dtype_guard(lr.device.type, self.safe_dtypes) as in_float32:
+                if in_float32:
+                    lr = lr.float()
+                with skipped(net, skip), block_hooks(net, hooked, self.view, capture=False, replace=replace):
+                    return net(lr)
         except _Stop as stopped:
             return stopped.feature

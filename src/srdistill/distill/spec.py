@@ -13,13 +13,23 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UsageError
+from ..errors import UsageError, param
 from ..hparams import coerce_hparams
 
 if TYPE_CHECKING:
     from ..models import SRModel
     from ..train.objective import Objective
     from .boundaries import Boundary
+
+
+# How a method gets the teacher's signals: "auto" caches them per training image when they fit in
+# memory, "memory" always does, "off" runs the teacher on every batch.
+CACHE_MODES = ("auto", "memory", "off")
+
+
+def check_cache_mode(mode: str) -> None:
+    if mode not in CACHE_MODES:
+        raise UsageError(f"{param('teacher_cache')} must be one of {', '.join(CACHE_MODES)}, got {mode!r}")
 
 
 @dataclass
@@ -33,13 +43,14 @@ class DistillContext:
     # Planned optimisation steps (None when the run is bounded by time only): for loss schedules.
     total_steps: int | None = None
     seed: int = 0
-    # "auto": cache the teacher's signals per training image when they fit in memory; "memory":
-    # always; "off": run the teacher on every batch.
-    teacher_cache: str = "auto"
+    teacher_cache: str = "auto"  # one of CACHE_MODES
     # Where cached teacher signals are kept between runs (None: not kept). Keyed by the
     # teacher file's hash, the data and the boundaries.
     teacher_cache_dir: str | None = None
     teacher_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        check_cache_mode(self.teacher_cache)  # the one check, whoever builds the context
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,7 @@ class MethodSpec:
     choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # Extra checks on resolved options (ranges); raise UsageError naming the option.
     check: Callable[[dict[str, Any]], None] | None = None
+    # The method's facts, stated here only: its objective reads them from the spec.
     uses_teacher: bool = True
     uses_features: bool = False
     reference: str = ""

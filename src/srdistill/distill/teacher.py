@@ -8,13 +8,13 @@ is recorded: its parameters do not require gradients and the input does not eith
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
 from ..hooks import block_hooks
 from ..models import SRModel
+from ..precision import teacher_dtype_guard
 from ..train.objective import Batch
 from .features import crop_to_input
 
@@ -41,11 +41,9 @@ class LiveTeacher:
 def run_teacher(teacher: SRModel, lr: torch.Tensor, blocks: Sequence[str]) -> TeacherOutputs:
     """One no-grad teacher forward capturing ``blocks`` (cropped to the input's size)."""
     h, w = lr.shape[-2:]
-    device = lr.device.type
     # The engine's autocast dtype suits the student; a teacher unsafe in it runs in float32.
-    unsafe = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) not in teacher.spec.safe_dtypes
-    with torch.no_grad(), torch.autocast(device, enabled=False) if unsafe else nullcontext():
-        if unsafe:
+    with torch.no_grad(), teacher_dtype_guard(lr.device.type, teacher.spec.safe_dtypes) as in_float32:
+        if in_float32:
             lr = lr.float()
         if not blocks:
             return TeacherOutputs(teacher.net(lr), [])

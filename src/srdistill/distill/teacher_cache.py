@@ -25,7 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import param, spell
+from ..memory import available_host_memory
 from ..models import SRModel
+from ..precision import float32_region
 from ..tiling import split_axis
 from ..train.objective import Batch
 from .teacher import TeacherOutputs, run_teacher
@@ -36,7 +39,6 @@ FEATURE_DTYPE = torch.bfloat16
 CACHE_MEMORY_SHARE = 0.4
 DEFAULT_TILE = {"cpu": 128, "cuda": 384}
 DEFAULT_TILE_PAD = 16
-CACHE_MODES = ("auto", "memory", "off")
 
 
 class CacheUnavailable(Exception):
@@ -171,10 +173,10 @@ class CachedTeacher:
         crop = apply_transform(lr[:, p.top : p.top + self.patch_size, p.left : p.left + self.patch_size], p.transform)
         seen = (batch.lr[0].detach().float().cpu() * 255).round()
         if crop.shape != seen.shape or not torch.equal(crop.float(), seen):
-            raise RuntimeError(
+            raise RuntimeError(spell(
                 "the teacher cache does not line up with the data stream (sample "
-                f"{int(batch.index[0])}); this is a bug in srdistill; rerun with --teacher-cache off and report it"
-            )
+                f"{int(batch.index[0])}); this is a bug in srdistill; rerun with the teacher cache off ({param('teacher_cache', 'off')}) and report it"
+            ))
         self.checked = True
 
     def __call__(self, batch: Batch) -> TeacherOutputs:
@@ -187,8 +189,11 @@ class CachedTeacher:
             outs.append(out)
             feats.append(fs)
         device = batch.lr.device
-        output = torch.stack(outs).to(device, non_blocking=True).float()
-        features = [torch.stack([f[k] for f in feats]).to(device, non_blocking=True).float() for k in range(len(feats[0]))]
+        # Called inside the step's autocast, where stack "promotes" its inputs and refuses a
+        # float16 output cache under bf16 autocast (CUDA's default): stack in storage dtypes.
+        with float32_region():
+            output = torch.stack(outs).to(device, non_blocking=True).float()
+            features = [torch.stack([f[k] for f in feats]).to(device, non_blocking=True).float() for k in range(len(feats[0]))]
         return TeacherOutputs(output, features)
 
 
@@ -259,10 +264,8 @@ def save_cache(cache: TeacherCache, path: Path, blocks: Sequence[str]) -> None:
 
 
 def fits_in_memory(lr_pixels: int, scale: int, channels: Sequence[int], processes_per_node: int = 1) -> tuple[bool, int]:
-    from ..data.dataset import _available_memory
-
     need = cache_bytes(lr_pixels, scale, channels)
-    budget = _available_memory() * CACHE_MEMORY_SHARE / max(1, processes_per_node)
+    budget = available_host_memory() * CACHE_MEMORY_SHARE / max(1, processes_per_node)
     return need <= budget, need
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import OutputExistsError, SrdistillError
+from ..errors import OutputExistsError, SrdistillError, param
 
 
 def check_writable(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -17,7 +17,7 @@ def check_writable(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     if path.is_dir():
         raise OutputExistsError(f"{path} is a directory; give a file name for the output")
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
+        raise OutputExistsError(f"{path} already exists; pass {param('overwrite', True)} to replace it")
     parent = path.parent if str(path.parent) else Path(".")
     if parent.exists() and not parent.is_dir():
         raise SrdistillError(f"cannot write {path}: {parent} is a file, not a folder")
@@ -45,7 +45,7 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False, make_paren
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         if path.exists() and not overwrite:
-            raise OutputExistsError(f"{path} appeared while writing; pass --overwrite to replace it")
+            raise OutputExistsError(f"{path} appeared while writing; pass {param('overwrite', True)} to replace it")
         os.replace(tmp, path)
         _fsync_dir(parent)
     except BaseException:

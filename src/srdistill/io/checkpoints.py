@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..errors import SrdistillError
+from ..errors import SrdistillError, param
 from .atomic import atomic_write
 
 FORMAT = 1
@@ -74,7 +74,7 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, *, keep: int = 2
     except OSError as exc:
         kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
         reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
-        raise CheckpointError(f"could not write checkpoint {path}: {reason}; {kept} (free space, then resume with --resume auto)") from None
+        raise CheckpointError(f"could not write checkpoint {path}: {reason}; {kept} (free space, then resume with {param('resume', 'auto')})") from None
     _prune(run_dir, keep, path)
     return path
 
@@ -92,7 +92,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read and check one checkpoint (CPU tensors); CheckpointError if it is not a usable one."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist (give a step-*.pt file, or --resume auto with --run-dir)")
+        raise CheckpointError(f"checkpoint {path} does not exist (give a step-*.pt file, or {param('resume', 'auto')} with {param('run_dir')})")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to unpickle means an unusable file

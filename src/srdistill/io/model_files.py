@@ -197,6 +197,31 @@ def validate_values(raw: RawModelFile) -> None:
                 )
 
 
+def replace_metadata(path: str | Path, metadata: dict[str, str]) -> Path:
+    """Rewrite a safetensors file's ``__metadata__``, atomically, every tensor byte unchanged.
+
+    The header is rebuilt from the file's own (tensor entries and data offsets untouched) and the
+    data section is copied as bytes, so no tensor is decoded, converted or re-laid out.
+    """
+    path = Path(path)
+    _read_safetensors(path)  # the same checks as a load: refuse a malformed file before writing
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise ModelFileError(f"{path}: safetensors metadata must map strings to strings")
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(n))
+        data = fh.read()
+    header.pop("__metadata__", None)
+    header = {"__metadata__": metadata, **header}
+    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)  # safetensors keeps the data section 8-byte aligned
+    with atomic_write(path, overwrite=True) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(struct.pack("<Q", len(encoded)) + encoded)
+            fh.write(data)
+    return path
+
+
 def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str], *, overwrite: bool = False) -> Path:
     """Contiguous CPU tensors + string metadata, written atomically."""
     # clone: safetensors refuses tensors that share storage (tied or sliced weights)

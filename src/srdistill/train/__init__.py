@@ -7,10 +7,24 @@ Distillation methods plug in through :class:`Objective` (named loss terms, extra
 modules, frozen models); see :mod:`srdistill.train.objective`.
 """
 
-from .config import TrainConfig, build_config
-from .loop import TrainingDiverged, TrainResult, train
-from .objective import Batch, Objective, Supervised, TrainingData
-from .progress import StepReport, TrainCallback
+
+# Names load on first use (PEP 562): ``config`` and ``progress`` are plain Python that
+# `srdistill train --help` reads, while ``loop`` and ``objective`` import torch (seconds). The
+# imports are spelled out, not looked up by string, so the import-direction test still sees them.
+def __getattr__(name: str):
+    if name in ("TrainConfig", "build_config"):
+        from . import config as module
+    elif name in ("TrainingDiverged", "TrainResult", "train"):
+        from . import loop as module
+    elif name in ("Batch", "Objective", "Supervised", "TrainingData"):
+        from . import objective as module
+    elif name in ("StepReport", "TrainCallback"):
+        from . import progress as module
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = globals()[name] = getattr(module, name)
+    return value
+
 
 __all__ = [
     "Batch",

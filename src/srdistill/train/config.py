@@ -8,6 +8,7 @@ checked here, before any data is read or any model is built.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 import tomllib
@@ -16,11 +17,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import UsageError, param
 
 SCHEDULES = ("cosine", "multistep")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CACHE_MODES = ("auto", "memory", "none")
+# Where a run also logs, besides metrics.jsonl and curve.png (each an optional extra).
+LOGGERS = ("tensorboard",)
 
 # Keys that decide the network itself: a checkpoint can only be resumed with the same values.
 MODEL_KEYS = ("arch", "arch_opt", "scale")
@@ -40,7 +43,7 @@ class TrainConfig:
     hr_downscale: float = 1.0
     patch_size: int = 48
     batch_size: int = 16  # per process; a torchrun job's global batch is this times the world size
-    workers: int = -1  # -1: chosen from the device and the cache (see data.dataset.default_workers)
+    workers: int = -1  # -1: chosen from the device and the cache (see train.machine.loader_settings)
     cache: str = "auto"
     # validation
     val_data: str | None = None
@@ -73,6 +76,7 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0
     keep_checkpoints: int = 2
     log_every: int = 10
+    log: list[str] = field(default_factory=list)  # LOGGERS, e.g. ["tensorboard"]: event files in RUN_DIR/tensorboard
     # invocation only
     resume: str | None = None
     overwrite: bool = False
@@ -140,6 +144,13 @@ def _typed(key: str, value: Any, source: str, cls: type[TrainConfig]) -> Any:
         if not isinstance(value, Mapping):
             raise bad("a table of hyperparameters (e.g. arch_opt = { n_feats = 32 })")
         return {str(k): v for k, v in value.items()}
+    if key == "log":
+        # "tensorboard", "tensorboard,other" or a TOML list; "none" (or "") turns a resumed run's logging off.
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+            raise bad(f"a list of loggers (e.g. log = [\"tensorboard\"]; known: {', '.join(LOGGERS)})")
+        names = [v.strip().lower() for v in items if v.strip()]
+        return [] if names == ["none"] else list(dict.fromkeys(names))
     if key == "milestones":
         items = value.split(",") if isinstance(value, str) else value
         try:
@@ -189,18 +200,26 @@ def typed_values(values: Mapping[str, Any], source: str, cls: type[TrainConfig] 
     return out
 
 
-def read_toml(path: str | Path, cls: type[TrainConfig] = TrainConfig, tables: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The engine keys of a TOML file; ``tables`` are sections another layer reads (``[distill]``)."""
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """The whole TOML document; a missing file or a syntax error (tomllib names the line) is one line."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"config file {path} does not exist (check the --config path)")
+        raise UsageError(f"config file {path} does not exist (check the {param('config')} path)")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
-    for table in tables:
-        raw.pop(table, None)
-    return typed_values(raw, str(path), cls)
+
+
+def engine_keys(document: Mapping[str, Any], source: str, cls: type[TrainConfig] = TrainConfig,
+                tables: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The typed engine keys of a TOML document; ``tables`` are sections another layer reads (``[distill]``)."""
+    return typed_values({k: v for k, v in document.items() if k not in tables}, source, cls)
+
+
+def read_toml(path: str | Path, cls: type[TrainConfig] = TrainConfig, tables: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The engine keys of a TOML file; ``tables`` are sections another layer reads (``[distill]``)."""
+    return engine_keys(load_toml(path), str(path), cls, tables)
 
 
 def resolve(*layers: Mapping[str, Any], cls: type[TrainConfig] = TrainConfig) -> TrainConfig:
@@ -223,32 +242,37 @@ def _need(cond: bool, message: str) -> None:
 
 
 def validate(c: TrainConfig) -> None:
-    _need(c.arch is not None, "no architecture given; pass --arch PRESET (see `srdistill archs`) or arch = ... in the config")
-    _need(c.data is not None, "no training data given; pass --data DIR (a folder of HR images, or HR/ + LR_bicubic/X{s}/)")
-    _need(c.steps is not None or c.max_time is not None, "no training budget; pass --steps N and/or --max-time 30m")
-    _need(c.steps is None or c.steps > 0, f"--steps must be positive, got {c.steps}")
-    _need(c.scale >= 1, f"--scale must be a positive integer, got {c.scale}")
-    _need(c.batch_size >= 1, f"--batch-size must be at least 1, got {c.batch_size}")
-    _need(c.patch_size >= 4, f"--patch-size must be at least 4 LR pixels, got {c.patch_size}")
-    _need(c.hr_downscale >= 1.0, f"--hr-downscale must be 1 or more (it shrinks the HR photos), got {c.hr_downscale:g}")
-    _need(c.lr > 0, f"--lr must be positive, got {c.lr:g}")
-    _need(c.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got {c.schedule!r}")
+    _need(c.arch is not None, f"no architecture given; pass {param('arch')} PRESET (see `srdistill archs`) or arch = ... in the config")
+    _need(c.data is not None, f"no training data given; pass {param('data')} DIR (a folder of HR images, or HR/ + LR_bicubic/X{{s}}/)")
+    _need(c.steps is not None or c.max_time is not None, f"no training budget; pass {param('steps')} N and/or {param('max_time')} 30m")
+    _need(c.steps is None or c.steps > 0, f"{param('steps')} must be positive, got {c.steps}")
+    _need(c.scale >= 1, f"{param('scale')} must be a positive integer, got {c.scale}")
+    _need(c.batch_size >= 1, f"{param('batch_size')} must be at least 1, got {c.batch_size}")
+    _need(c.patch_size >= 4, f"{param('patch_size')} must be at least 4 LR pixels, got {c.patch_size}")
+    _need(c.hr_downscale >= 1.0, f"{param('hr_downscale')} must be 1 or more (it shrinks the HR photos), got {c.hr_downscale:g}")
+    _need(c.lr > 0, f"{param('lr')} must be positive, got {c.lr:g}")
+    _need(c.schedule in SCHEDULES, f"{param('schedule')} must be one of {', '.join(SCHEDULES)}, got {c.schedule!r}")
     _need(all(0 < m < 1 for m in c.milestones), f"milestones are fractions of the run in (0, 1), got {c.milestones}")
     _need(0 < c.gamma <= 1, f"gamma must be in (0, 1], got {c.gamma:g}")
-    _need(c.warmup >= 0, f"--warmup must be 0 or more steps, got {c.warmup}")
-    _need(0 <= c.ema < 1, f"--ema is a decay in [0, 1) (e.g. 0.999; 0 turns it off), got {c.ema:g}")
-    _need(c.grad_clip >= 0, f"--grad-clip must be 0 (off) or a positive norm, got {c.grad_clip:g}")
-    _need(c.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {c.precision!r}")
+    _need(c.warmup >= 0, f"{param('warmup')} must be 0 or more steps, got {c.warmup}")
+    _need(0 <= c.ema < 1, f"{param('ema')} is a decay in [0, 1) (e.g. 0.999; 0 turns it off), got {c.ema:g}")
+    _need(c.grad_clip >= 0, f"{param('grad_clip')} must be 0 (off) or a positive norm, got {c.grad_clip:g}")
+    _need(c.precision in PRECISIONS, f"{param('precision')} must be one of {', '.join(PRECISIONS)}, got {c.precision!r}")
     _need(c.cache in CACHE_MODES, f"cache must be one of {', '.join(CACHE_MODES)}, got {c.cache!r}")
-    _need(0 <= c.val_fraction < 1, f"--val-fraction must be in [0, 1), got {c.val_fraction:g}")
-    _need(not (c.val_data and c.val_fraction), "give either --val-data or --val-fraction, not both")
-    _need(c.val_every >= 0, f"--val-every must be 0 (off) or more, got {c.val_every}")
-    _need(c.checkpoint_every >= 0, f"--checkpoint-every must be 0 (off) or more steps, got {c.checkpoint_every}")
+    _need(0 <= c.val_fraction < 1, f"{param('val_fraction')} must be in [0, 1), got {c.val_fraction:g}")
+    _need(not (c.val_data and c.val_fraction), f"give either {param('val_data')} or {param('val_fraction')}, not both")
+    _need(c.val_every >= 0, f"{param('val_every')} must be 0 (off) or more, got {c.val_every}")
+    _need(c.checkpoint_every >= 0, f"{param('checkpoint_every')} must be 0 (off) or more steps, got {c.checkpoint_every}")
     _need(c.keep_checkpoints >= 1, f"keep_checkpoints must be at least 1, got {c.keep_checkpoints}")
     _need(c.log_every >= 1, f"log_every must be at least 1, got {c.log_every}")
+    unknown = [name for name in c.log if name not in LOGGERS]
+    _need(not unknown, f"{param('log')} {', '.join(unknown)} is not a logger; known: {', '.join(LOGGERS)} (or none)")
+    _need("tensorboard" not in c.log or importlib.util.find_spec("tensorboard") is not None,
+          f"{param('log')} tensorboard needs the tensorboard package, which is not installed: "
+          f"pip install 'srdistill[tensorboard]' (or leave tensorboard out of {param('log')})")
     _need(c.max_bad_steps >= 1, f"max_bad_steps must be at least 1, got {c.max_bad_steps}")
-    _need(c.threads >= 0, f"--threads must be 0 (auto) or more, got {c.threads}")
-    _need(c.workers >= -1, f"--workers must be -1 (auto), 0 (in-process) or more, got {c.workers}")
+    _need(c.threads >= 0, f"{param('threads')} must be 0 (auto) or more, got {c.threads}")
+    _need(c.workers >= -1, f"{param('workers')} must be -1 (auto), 0 (in-process) or more, got {c.workers}")
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -286,12 +310,16 @@ def run_dir_of_checkpoint(path: str | Path) -> Path | None:
 
 def build_config(
     flags: Mapping[str, Any], config_file: str | Path | None = None, cls: type[TrainConfig] = TrainConfig,
-    tables: tuple[str, ...] = (),
+    tables: tuple[str, ...] = (), document: Mapping[str, Any] | None = None,
 ) -> TrainConfig:
     """The resolved configuration of an invocation: defaults < the run's saved config.toml (when
-    resuming) < ``config_file`` < ``flags`` (None values in ``flags`` mean "not given")."""
+    resuming) < ``config_file`` < ``flags`` (None values in ``flags`` mean "not given").
+    ``document``: ``config_file`` already parsed (:func:`load_toml`), so that it is read once."""
     cli = typed_values({k: v for k, v in flags.items() if v is not None and v != {}}, "command line", cls)
-    file_layer = read_toml(config_file, cls, tables) if config_file else {}
+    if document is not None:
+        file_layer = engine_keys(document, str(config_file or "config"), cls, tables)
+    else:
+        file_layer = read_toml(config_file, cls, tables) if config_file else {}
     resume = cli.get("resume", file_layer.get("resume"))
     base: dict[str, Any] = {}
     if resume:
@@ -299,7 +327,7 @@ def build_config(
         if run_dir is None and resume != "auto":
             run_dir = run_dir_of_checkpoint(resume)
         if run_dir is None:
-            raise UsageError("--resume auto needs --run-dir (the run folder to continue)")
+            raise UsageError(f"{param('resume')} auto needs {param('run_dir')} (the run folder to continue)")
         saved = Path(run_dir) / "config.toml"
         if saved.is_file():
             base = read_toml(saved, cls)

@@ -7,6 +7,8 @@ import copy
 import torch
 from torch import nn
 
+from ..precision import float32_region
+
 
 class ModelEMA:
     """``ema = d * ema + (1 - d) * w`` after each update, with ``d`` ramped up as
@@ -24,6 +26,7 @@ class ModelEMA:
         return min(self.decay, (1 + self.updates) / (10 + self.updates))
 
     @torch.no_grad()
+    @float32_region()  # the average is float32 whatever the step's autocast
     def update(self, net: nn.Module) -> None:
         d = self.current_decay()
         self.updates += 1

@@ -1,4 +1,5 @@
-"""Device, thread count and precision: the fast settings are the defaults.
+"""Device, precision, threads and data-loader settings: every machine-dependent choice of a
+training run is made here, and the fast settings are the defaults.
 
 Measured on the 2-core CPU this was developed on (benchmarks/RESULTS.md): ``channels_last``
 helps every convolutional preset; bf16 autocast helps only where the CPU has native bf16
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 import os
 from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
-from ..errors import UsageError
+from ..errors import UsageError, param
 
 PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -24,11 +27,11 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UsageError(f"--device {name!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
+        raise UsageError(f"{param('device')} {name!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: this machine has no usable CUDA GPU (use --device cpu)")
+        raise UsageError(f"{param('device')} {name}: this machine has no usable CUDA GPU (use {param('device', 'cpu')})")
     if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device {name}: only cpu and cuda are supported for training")
+        raise UsageError(f"{param('device')} {name}: only cpu and cuda are supported for training")
     return device
 
 
@@ -65,7 +68,7 @@ def resolve_precision(requested: str, device: torch.device, safe_dtypes, arch: s
     dtype = PRECISION_DTYPES[requested]
     if dtype not in safe:
         names = ", ".join(k for k, v in PRECISION_DTYPES.items() if v in safe)
-        raise UsageError(f"{arch} is not numerically safe in {requested} (its spec allows {names}); choose one of those with --precision")
+        raise UsageError(f"{arch} is not numerically safe in {requested} (its spec allows {names}); choose one of those with {param('precision')}")
     return requested
 
 
@@ -73,3 +76,52 @@ def autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=PRECISION_DTYPES[precision])
+
+
+def default_workers(device_type: str, cached: bool) -> int:
+    """In-process loading on CPU (a cached patch costs ~0.1 ms; a worker would steal a core from
+    the step); worker processes on GPUs, where the step is fast and the cores are idle."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if device_type == "cpu":
+        return 0 if cached else max(1, min(4, cpus // 2))
+    return min(4 if cached else 8, max(1, cpus - 1))
+
+
+@dataclass(frozen=True)
+class LoaderSettings:
+    """How batches reach the device. Pinned host memory is what makes a ``non_blocking`` copy
+    overlap the previous step on CUDA; on CPU both are pointless."""
+
+    workers: int
+    pin_memory: bool
+    non_blocking: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def loader_settings(device: torch.device, workers: int, cached: bool) -> LoaderSettings:
+    """``workers`` as asked (-1: chosen from the device and whether the images are cached)."""
+    cuda = device.type == "cuda"
+    return LoaderSettings(
+        workers=workers if workers >= 0 else default_workers(device.type, cached), pin_memory=cuda, non_blocking=cuda,
+    )
+
+
+def configure_backends(device: torch.device) -> dict[str, Any]:
+    """Kernel choices for a training run on ``device``; returns what was set, for the run's records.
+
+    CUDA: cudnn.benchmark (patch sizes are fixed, so the fastest kernels are picked once) and TF32
+    for what still runs in float32 (precision.float32_region turns TF32 matmuls off again for the
+    numerically sensitive parts: a TF32 Gram matrix keeps 10 mantissa bits, no better than fp16).
+    """
+    if device.type != "cuda":
+        return {"cudnn_benchmark": False, "tf32": False}
+    torch.backends.cudnn.benchmark = True
+    torch.set_float32_matmul_precision("high")  # TF32 matmuls (cuDNN convolutions use TF32 by default)
+    return {"cudnn_benchmark": True, "tf32": True}
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler | None:
+    """fp16 needs loss scaling (its range is narrow); bf16 and fp32 do not."""
+    return torch.amp.GradScaler(device.type) if precision == "fp16" else None

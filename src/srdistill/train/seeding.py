@@ -1,5 +1,5 @@
-"""Seeds and random-number-generator state, stored as tensors so checkpoints load with
-``torch.load(weights_only=True)``."""
+"""Per-rank random streams and random-number-generator state, stored as tensors so checkpoints
+load with ``torch.load(weights_only=True)``. Seeding at build time is :mod:`srdistill.rng`."""
 
 from __future__ import annotations
 
@@ -11,12 +11,6 @@ import torch
 # Each rank gets its own torch stream for random operations inside the step (e.g. masks of a
 # distillation method), derived from the run seed; the model is initialised before this.
 _RANK_STREAM = 0x5EED
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def seed_rank_stream(seed: int, rank: int) -> None:

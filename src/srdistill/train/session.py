@@ -1,5 +1,6 @@
 """A training run's state and files: run folder, data, model and optimiser set-up, checkpoints
-and resume. The step loop that drives it is :mod:`srdistill.train.loop`."""
+and resume. :class:`RunState` is the one object that holds them; the step loop in
+:mod:`srdistill.train.loop` drives it and keeps no state of its own."""
 
 from __future__ import annotations
 
@@ -12,28 +13,28 @@ from typing import Any
 
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..data.dataset import (
     PatchDataset,
-    default_workers,
     find_training_images,
     hold_out,
     load_images,
     load_validation,
 )
-from ..errors import DataError, SrdistillError, UsageError
+from ..errors import DataError, SrdistillError, UsageError, param
 from ..io.atomic import atomic_write, check_writable
 from ..io.checkpoints import CheckpointError, list_checkpoints, load_checkpoint, load_latest, save_checkpoint
-from ..models import SRModel, load_model
-from ..registry import find_preset, get_arch
+from ..archs.registry import resolve_arch
+from ..models import SRModel, build_model, load_model
+from ..provenance import dataset_fingerprint, lr_source
 from .config import TrainConfig, to_toml
 from .ddp import DistContext
 from .ema import ModelEMA
-from .machine import autocast
+from .machine import LoaderSettings, autocast, configure_backends, default_threads, loader_settings, resolve_precision
 from .objective import Objective, StepModule, Supervised, TrainingData
 from .progress import TrainCallback
 from .records import MetricsLog, draw_curve
-from .seeding import capture_rng, restore_rng, seed_everything, seed_rank_stream
+from .seeding import capture_rng, restore_rng, seed_rank_stream
 
 
 def model_identity(model: SRModel) -> dict[str, Any]:
@@ -47,17 +48,7 @@ def _identity_text(identity: dict[str, Any]) -> str:
 
 def build_student(config: TrainConfig) -> SRModel:
     """The preset (or arch id) with ``arch_opt`` overrides, initialised from the run seed."""
-    try:
-        spec, preset = find_preset(config.arch)
-    except UsageError:
-        from ..registry import ARCHS
-
-        if config.arch not in ARCHS.ids():
-            raise
-        spec, preset = get_arch(config.arch), None
-    hparams = spec.resolve(config.arch_opt, preset=preset)
-    seed_everything(config.seed)
-    return SRModel(spec, config.scale, hparams, spec.instantiate(config.scale, hparams))
+    return build_model(config.arch, config.scale, config.arch_opt, seed=config.seed)
 
 
 def initialise_from(model: SRModel, path: str | Path) -> str:
@@ -67,10 +58,10 @@ def initialise_from(model: SRModel, path: str | Path) -> str:
     try:
         source = load_model(path)
     except SrdistillError as exc:
-        raise type(exc)(f"--init {exc}") from None
+        raise type(exc)(f"{param('init')} {exc.template}") from None
     if source.spec.id != model.spec.id:
         raise UsageError(
-            f"--init {path} is a {source.spec.id} model but the run trains {model.spec.id}; "
+            f"{param('init')} {path} is a {source.spec.id} model but the run trains {model.spec.id}; "
             f"pass a {model.spec.id} file (or use `srdistill distill` to learn from another arch)"
         )
     theirs = source.net.state_dict()
@@ -80,8 +71,8 @@ def initialise_from(model: SRModel, path: str | Path) -> str:
     # trained tensors tell whether the file is the same network.
     trained = {name for name, p in model.net.named_parameters() if p.requires_grad}
     if len(trained & set(taken)) * 2 < len(trained):
-        raise UsageError(f"--init {path}: only {len(trained & set(taken))} of {len(trained)} trained tensors of "
-                         f"{model.spec.id} x{model.scale} match it by name and shape; check --arch-opt against `srdistill inspect {path}`")
+        raise UsageError(f"{param('init')} {path}: only {len(trained & set(taken))} of {len(trained)} trained tensors of "
+                         f"{model.spec.id} x{model.scale} match it by name and shape; check {param('arch_opt')} against `srdistill inspect {path}`")
     with torch.no_grad():
         for key, value in taken.items():
             mine[key].copy_(value)
@@ -114,20 +105,80 @@ class RunState:
         self.last_val: dict[str, Any] | None = None
         self.resumed_from: Path | None = None
         self.log: MetricsLog | None = None
+        # Set up by prepare(), in this order; None until then.
+        self.run_dir: Path | None = None
+        self.output: Path | None = None
+        self.student: SRModel | None = None
+        self.precision: str | None = None
+        self.images = None  # data.dataset.ImageCache
+        self.val_images: list = []
+        self.dataset: PatchDataset | None = None
+        self.loader: LoaderSettings | None = None
+        self.workers = 0
+        self.data_summary: dict[str, Any] = {}
+        self.data_record: dict[str, Any] = {}
+        self.threads = 0
+        self.backends: dict[str, Any] = {}  # what configure_backends set, for the records
+        self.objective: Objective | None = None
+        self.step_module: StepModule | None = None
+        self.model: torch.nn.Module | None = None  # step_module, or its DDP wrapper
+        self.params: list[torch.nn.Parameter] = []
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.ema: ModelEMA | None = None
+        self.scaler: torch.amp.GradScaler | None = None
+        # Advanced by the loop.
+        self.current_lr = self.config.lr
+        self.loop_start: float | None = None
+        self.last_checkpoint_time: float | None = None
 
     # -- messages ---------------------------------------------------------------------------------
     def note(self, text: str) -> None:
+        """A warning: the run went differently than asked (a fallback, a skipped step)."""
         if self.ctx.is_main:
             self.callback.on_message(text)
 
+    def info(self, text: str) -> None:
+        """What the run is doing (resuming, caching, initialising): shown, not labelled a warning."""
+        if self.ctx.is_main:
+            self.callback.on_info(text)
+
     # -- setup --------------------------------------------------------------------------------------
+    def prepare(self) -> bool:
+        """Build everything, restore a checkpoint if resuming, write the run files. True when the
+        resumed checkpoint is already the last step (only the final model is left to write)."""
+        c = self.config
+        self._setup_run_dir()
+        resume_state = self._find_resume()
+        self.student = self.student_arg if self.student_arg is not None else build_student(c)
+        if c.init and resume_state is None:
+            if self.student_arg is not None:
+                raise UsageError(f"{param('init')} is for `srdistill train`; a distillation starts its student from {param('student_file')} FILE")
+            self.info(initialise_from(self.student, c.init))
+        c.arch_opt = {k: v for k, v in self.student.hparams.items() if self._differs_from_preset(k)}
+        if resume_state is not None:
+            self._check_identity(resume_state)  # before any data is read
+        self.precision = resolve_precision(c.precision, self.device, self.student.spec.safe_dtypes, self.student.spec.id)
+        self._build_data()
+        self.threads = c.threads or default_threads(self.ctx.local_world_size)
+        torch.set_num_threads(self.threads)
+        self.backends = configure_backends(self.device)
+        self._build_training()
+        if resume_state is not None:
+            self._restore(resume_state)
+        else:
+            seed_rank_stream(c.seed, self.ctx.rank)
+        done = resume_state is not None and c.steps is not None and self.step >= c.steps
+        if done and (self.run_dir / "model.safetensors").exists():
+            raise UsageError(
+                f"{self.resumed_from} is already at step {self.step} of {param('steps')} {c.steps}; pass a larger {param('steps')} to train further"
+            )
+        self._write_run_files()
+        return done
+
 
     def _differs_from_preset(self, key: str) -> bool:
         spec = self.student.spec
-        try:
-            _, preset = find_preset(self.config.arch) if self.config.arch else (spec, None)
-        except UsageError:
-            preset = None
+        preset = resolve_arch(self.config.arch)[1] if self.config.arch else None
         base = spec.resolve(preset=preset)
         return base.get(key) != self.student.hparams[key]
 
@@ -139,12 +190,12 @@ class RunState:
         self.run_dir = Path(c.run_dir)
         self.output = Path(c.output) if c.output else self.run_dir / "model.safetensors"
         if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise UsageError(f"--run-dir {self.run_dir} is a file; give a folder")
+            raise UsageError(f"{param('run_dir')} {self.run_dir} is a file; give a folder")
         fresh = not c.resume
         has_run = (self.run_dir / "config.toml").exists() or bool(list_checkpoints(self.run_dir))
         if fresh and has_run:
             raise UsageError(
-                f"run folder {self.run_dir} already holds a run; continue it with --resume auto, or choose another --run-dir"
+                f"run folder {self.run_dir} already holds a run; continue it with {param('resume', 'auto')}, or choose another {param('run_dir')}"
             )
         if c.output:
             check_writable(self.output, overwrite=c.overwrite)
@@ -162,11 +213,11 @@ class RunState:
                 try:
                     found = (path, load_checkpoint(path))
                 except CheckpointError as exc:
-                    raise CheckpointError(f"{exc}; use --resume auto to fall back to the newest readable checkpoint") from None
+                    raise CheckpointError(f"{exc.template}; use {param('resume', 'auto')} to fall back to the newest readable checkpoint") from None
         for w in caught:
             self.note(str(w.message))
         if found is None:
-            self.note(f"no checkpoint in {self.run_dir}; starting a new run")
+            self.info(f"no checkpoint in {self.run_dir}; starting a new run")
             return None
         self.resumed_from, state = found
         return state
@@ -180,14 +231,14 @@ class RunState:
             c.val_data = str(Path(c.val_data).expanduser().resolve())
         if contents.paired and c.hr_downscale != 1.0:
             raise DataError(
-                f"--hr-downscale cannot be used with the paired folder {contents.lr_dir} (its LR files match the original HR); "
-                f"point --data at the HR folder alone to generate LR"
+                f"{param('hr_downscale')} cannot be used with the paired folder {contents.lr_dir} (its LR files match the original HR); "
+                f"point {param('data')} at the HR folder alone to generate LR"
             )
         val_pairs = []
         if c.val_data:  # one set (Set5/) or a folder of sets (benchmarks/), as `eval` takes them
             from ..evaluate import find_sets
 
-            val_pairs = [pair for eval_set in find_sets(c.val_data, c.scale) for pair in eval_set.pairs]
+            val_pairs = [pair for eval_set in find_sets(c.val_data, c.scale, what="val_data") for pair in eval_set.pairs]
         train_pairs, held_out = hold_out(contents, c.val_fraction, c.seed)
         val_pairs = val_pairs or held_out
         self.images = load_images(
@@ -204,7 +255,8 @@ class RunState:
             downscale = c.hr_downscale if not c.val_data else 1.0
             self.val_images = load_validation(val_pairs, scale=c.scale, crop=c.val_crop, hr_downscale=downscale)
         self.dataset = PatchDataset(self.images, patch_size=c.patch_size, seed=c.seed)
-        self.workers = c.workers if c.workers >= 0 else default_workers(self.device.type, self.images.cached)
+        self.loader = loader_settings(self.device, c.workers, self.images.cached)
+        self.workers = self.loader.workers
         self.data_summary = {
             "data": str(contents.hr_dir),
             "lr_source": str(contents.lr_dir) if contents.lr_dir else "generated (MATLAB bicubic)",
@@ -215,6 +267,14 @@ class RunState:
             "cached": self.images.cached,
             "validation_images": len(val_pairs),
         }
+        # What the model file records instead of the paths above: data named by what identifies it
+        # anywhere (srdistill.provenance). Only rank 0 writes the file, so only it hashes the bytes.
+        self.data_record: dict[str, Any] = {}
+        if self.ctx.is_main:
+            self.data_record = {"data": dataset_fingerprint(contents.root, contents.pairs),
+                                "lr_source": lr_source(contents.root, contents.lr_dir)}
+            if c.val_data:
+                self.data_record["validation_data"] = dataset_fingerprint(c.val_data, val_pairs)
 
     def _build_training(self) -> None:
         c = self.config
@@ -234,7 +294,7 @@ class RunState:
         if prepare is not None:
             device, precision = self.device, self.precision
             prepare(TrainingData(self.dataset, device, lambda: autocast(device, precision),
-                                 self.ctx.local_world_size, self.note))
+                                 self.ctx.local_world_size, self.info))
         self.step_module = StepModule(net, objective).to(self.device)
         if self.ctx.distributed:
             import inspect
@@ -280,7 +340,7 @@ class RunState:
             "config": self.config.stored(),
             "arch": model_identity(self.student),
             "objective": {"name": self.objective.name, "modules": sorted(self.step_module.extras.keys())},
-            "elapsed": self._elapsed(),
+            "elapsed": self.elapsed(),
             "last_val": self.last_val,
         }
 
@@ -301,7 +361,7 @@ class RunState:
         if self.ctx.is_main:
             try:
                 path = save_checkpoint(self._checkpoint_state(rng), self.run_dir, keep=self.config.keep_checkpoints)
-                self._draw_curve()
+                self.draw_curve()
             except SrdistillError as exc:
                 error = exc
         if not self.ctx.all_ok(error is None):
@@ -314,8 +374,8 @@ class RunState:
         if mine != theirs:
             raise UsageError(
                 f"cannot resume from {self.resumed_from}: it was made with {_identity_text(theirs)} "
-                f"but this run builds {_identity_text(mine)}; resume with the same --arch/--arch-opt/--scale, "
-                f"or start a new --run-dir"
+                f"but this run builds {_identity_text(mine)}; resume with the same {param('arch')}, {param('arch_opt')} and {param('scale')}, "
+                f"or start a new {param('run_dir')}"
             )
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -334,7 +394,7 @@ class RunState:
                 self.ema.load_state_dict(state["ema"])
             else:
                 self.ema = ModelEMA(self.step_module.student, self.config.ema)
-                self.note("the checkpoint has no EMA; starting the EMA from the resumed weights")
+                self.info("the checkpoint has no EMA; starting the EMA from the resumed weights")
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
@@ -346,7 +406,7 @@ class RunState:
             restore_rng(rng[self.ctx.rank])
         else:  # another world size: fresh per-rank streams, derived from the seed and the step
             seed_rank_stream(self.config.seed + self.step, self.ctx.rank)
-            self.note(f"resuming a {len(rng)}-process run with {self.ctx.world_size}; random streams re-derived")
+            self.info(f"resuming a {len(rng)}-process run with {self.ctx.world_size}; random streams re-derived")
 
     # -- files --------------------------------------------------------------------------------------
     def _write_run_files(self) -> None:
@@ -363,11 +423,12 @@ class RunState:
         else:
             self.log.truncate_after(-1)
 
-    def _draw_curve(self) -> None:
+    def draw_curve(self) -> None:
         if self.log is not None:
             draw_curve(self.log.read(), self.run_dir / "curve.png", f"{self.config.arch} x{self.config.scale}: {self.run_dir.name}")
 
-    # -- the loop -----------------------------------------------------------------------------------
-
-    def _elapsed(self) -> float:
+    def elapsed(self) -> float:
+        """Training seconds, over every resumed part of the run."""
+        if self.loop_start is None:
+            return self.elapsed_before
         return self.elapsed_before + (time.monotonic() - self.loop_start)

@@ -18,12 +18,28 @@ The layers, each usable on its own:
 Progress is reported through :class:`UpscaleProgress`; nothing here prints.
 """
 
-from .channels import bleed_transparent
-from .files import DEFAULT_MAX_OUTPUT_PIXELS, quantize, upscale_file
-from .jobs import Job, check_output_location, collect_inputs, plan_jobs, upscale_paths
-from .model_choice import default_model_file, resolve_model
-from .progress import ImageResult, UpscaleProgress, results_json
-from .upscaler import Upscaler, upscale_tensor
+
+# Names load on first use (PEP 562): ``progress`` is plain Python that `srdistill upscale --help`
+# reads, while the other modules import torch (seconds). The imports are spelled out, not looked
+# up by string, so the import-direction test still sees them.
+def __getattr__(name: str):
+    if name == "bleed_transparent":
+        from . import channels as module
+    elif name in ("DEFAULT_MAX_OUTPUT_PIXELS", "quantize", "upscale_file"):
+        from . import files as module
+    elif name in ("Job", "check_output_location", "collect_inputs", "plan_jobs", "upscale_paths"):
+        from . import jobs as module
+    elif name in ("default_model_file", "resolve_model"):
+        from . import model_choice as module
+    elif name in ("ImageResult", "UpscaleProgress", "results_json"):
+        from . import progress as module
+    elif name in ("Upscaler", "upscale_tensor"):
+        from . import upscaler as module
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = globals()[name] = getattr(module, name)
+    return value
+
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_PIXELS",

@@ -15,15 +15,12 @@ import numpy as np
 import torch
 
 from ..data.imageio import DEFAULT_MAX_PIXELS, read_image, to_tensor, write_image
-from ..errors import ImageError, OutputExistsError
+from ..data.limits import DEFAULT_MAX_OUTPUT_PIXELS
+from ..errors import ImageError, OutputExistsError, param, spell
 from ..models import SRModel
 from ..tiling import TilePlan
 from .progress import ImageResult
 from .upscaler import Upscaler
-
-# Output images grow by scale squared; refuse above this many output pixels unless raised
-# (400 MP of 8-bit RGB is 1.2 GB in memory before encoding).
-DEFAULT_MAX_OUTPUT_PIXELS = 400_000_000
 
 
 def quantize(x: torch.Tensor, bits: int) -> np.ndarray:
@@ -62,7 +59,7 @@ def upscale_file(
     source, output = Path(source), Path(output)
     name = name or source.name
     if output.exists() and not overwrite:
-        raise OutputExistsError(f"{output} already exists; pass --overwrite to replace it (or --skip-existing)")
+        raise OutputExistsError(f"{output} already exists; pass {param('overwrite', True)} to replace it")
     start = time.perf_counter()
     image = read_image(source, max_pixels=max_pixels)
     h, w = image.height, image.width
@@ -70,7 +67,7 @@ def upscale_file(
     if out_h * out_w > max_output_pixels:
         raise ImageError(
             f"{source}: the x{upscaler.scale} output would be {out_w}x{out_h} = {out_h * out_w / 1e6:.0f} megapixels, "
-            f"over the limit of {max_output_pixels / 1e6:g}; raise it with --max-output-pixels or use a smaller -s"
+            f"over the limit of {max_output_pixels / 1e6:g}; raise {param('max_output_pixels')} or use a smaller {param('scale')}"
         )
     img = _image_tensor(image.pixels, image.alpha)
     bits = image.bit_depth
@@ -83,8 +80,8 @@ def upscale_file(
 
     notes = list(image.notes)
     if bits == 16 and upscaler.dtype != torch.float32:
-        notes.append(f"16-bit image computed in {str(upscaler.dtype).replace('torch.', '')} (~8-bit precision); "
-                     f"--dtype float32 keeps all 16 bits")
+        notes.append(spell(f"16-bit image computed in {str(upscaler.dtype).replace('torch.', '')} (~8-bit precision); "
+                           f"{param('dtype', 'float32')} keeps all 16 bits"))
     dtype = np.uint8 if bits == 8 else np.uint16
     if upscaler.scale == upscaler.model.scale:
         # Finished rows go straight into the 8/16-bit output: no full-size float image in memory.

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..data.folders import IMAGE_SUFFIXES
 from ..data.imageio import DEFAULT_MAX_PIXELS, WRITABLE_SUFFIXES
-from ..errors import ImageError, OutputExistsError, SrdistillError, UsageError
+from ..errors import ImageError, OutputExistsError, SrdistillError, UsageError, param, spell
 from ..models import SRModel
 from .files import DEFAULT_MAX_OUTPUT_PIXELS, upscale_file
 from .progress import ImageResult
@@ -61,7 +61,7 @@ def collect_inputs(inputs: Sequence[str | Path], *, recursive: bool = False) -> 
         if path.is_dir():
             images = _images_under(path, recursive)
             if not images:
-                hint = "" if recursive else " (add --recursive to search sub-folders)"
+                hint = "" if recursive else f" (pass {param('recursive', True)} to search sub-folders)"
                 raise UsageError(f"folder {path} holds no images (.png, .jpg, .webp, .bmp, .tif){hint}")
             found += [(p, p.relative_to(path)) for p in images]
         elif path.exists():
@@ -82,7 +82,7 @@ def _normalise_ext(ext: str | None) -> str | None:
         return None
     ext = ext if ext.startswith(".") else "." + ext
     if ext.lower() not in WRITABLE_SUFFIXES:
-        raise UsageError(f"--ext {ext} is not a format srdistill writes; use one of {', '.join(WRITABLE_SUFFIXES)}")
+        raise UsageError(f"{param('ext')} {ext} is not a format srdistill writes; use one of {', '.join(WRITABLE_SUFFIXES)}")
     return ext
 
 
@@ -119,9 +119,9 @@ def plan_jobs(
     for job in jobs:
         key = job.output.resolve()
         if key == job.source.resolve():
-            raise UsageError(f"{job.source} would be overwritten by its own output; give -o another folder or a --suffix")
+            raise UsageError(f"{job.source} would be overwritten by its own output; give {param('output')} another folder or a {param('suffix')}")
         if key in seen:
-            raise UsageError(f"{seen[key]} and {job.source} would both be written to {job.output}; use --suffix or keep their extensions")
+            raise UsageError(f"{seen[key]} and {job.source} would both be written to {job.output}; use {param('suffix')} or keep their extensions")
         seen[key] = job.source
     return jobs
 
@@ -165,8 +165,8 @@ def upscale_paths(
     upscaler = Upscaler(model, **options)
     progress = upscaler.progress
     if upscaler.scale != model.scale:
-        progress.note(f"model is x{model.scale}, -s {upscaler.scale} asked: the model's output is resized with "
-                      f"MATLAB bicubic (pass --no-resize to refuse)")
+        progress.note(spell(f"model is x{model.scale}, {param('scale')} {upscaler.scale} asked: the model's output is resized "
+                            f"with MATLAB bicubic ({param('allow_resize', False)} refuses instead)"))
     jobs = plan_jobs(inputs, output, scale=upscaler.scale, recursive=recursive, suffix=suffix, ext=ext)
     results: dict[int, ImageResult] = {}
 
@@ -183,7 +183,7 @@ def upscale_paths(
                     results[i] = ImageResult(str(job.source), str(job.output), (0, 0), (0, 0), 0.0, 0, "skipped", "output exists")
                     continue
                 if not overwrite:
-                    raise OutputExistsError(f"{job.output} already exists; pass --overwrite to replace it (or --skip-existing)")
+                    raise OutputExistsError(f"{job.output} already exists; pass {param('overwrite', True)} to replace it (or {param('skip_existing', True)})")
             check_output_location(job.output)
         except SrdistillError as exc:
             fail(i, job, exc)

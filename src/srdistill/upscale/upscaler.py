@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 
 from ..data.resize import imresize
-from ..errors import SrdistillError, UsageError
+from ..errors import SrdistillError, UsageError, param
 from ..inference import Runner, TileOutOfMemory, choose_device, choose_dtype, parse_dtype
 from ..models import SRModel
 from ..tiling import BAND_BUDGET, DEFAULT_TILE_PAD, MIN_TILE, TilePlan, auto_tile, plan_tiles, run_tiled
@@ -28,12 +28,12 @@ def _resolve_scale(model: SRModel, scale: int | None, allow_resize: bool) -> int
     if scale is None:
         return model.scale
     if scale < 1 or int(scale) != scale:
-        raise UsageError(f"-s/--scale must be a positive integer, got {scale}")
+        raise UsageError(f"{param('scale')} must be a positive integer, got {scale}")
     scale = int(scale)
     if scale != model.scale and not allow_resize:
         raise UsageError(
-            f"model is x{model.scale}, -s {scale} asked; pass a x{scale} model, -s {model.scale}, "
-            f"or allow the bicubic resize after the model (drop --no-resize)"
+            f"model is x{model.scale}, {param('scale')} {scale} asked; pass a x{scale} model, {param('scale', model.scale)}, "
+            f"or allow the bicubic resize after the model ({param('allow_resize', True)})"
         )
     return scale
 
@@ -62,7 +62,9 @@ class Upscaler:
         self.dtype = choose_dtype(tuple(model.spec.safe_dtypes), self.device, parse_dtype(dtype))
         multiple = model.spec.pad_multiple(model.hparams, model.scale)
         if threads is not None and threads < 1:
-            raise UsageError(f"--threads must be >= 1, got {threads}")
+            raise UsageError(f"{param('threads')} must be >= 1, got {threads}")
+        if tile is not None and tile < 0:
+            raise UsageError(f"{param('tile')} must be >= 0 (0: the whole image at once), got {tile}")
         # threads=None: the count is measured on the first tiles (see inference.ThreadTuner).
         self.runner = Runner.prepare(model.net, model.scale, multiple, self.device, self.dtype,
                                      int(model.spec.min_size), threads=threads)
@@ -72,13 +74,15 @@ class Upscaler:
 
     @property
     def tile(self) -> int:
-        """The tile core size: as given, or the automatic one for a small image."""
+        """The tile core size: as given (0: the whole image), or the automatic one for a small image."""
         if self._tile is not None:
             return self._tile
         return auto_tile(self.runner, self.tile_pad)
 
     def tile_for(self, height: int, width: int, channels: int = 3, output_bytes: int = 4) -> int:
         """The tile size for one image: what the memory policy leaves after the image's own buffers."""
+        if self._tile == 0:
+            return self._whole(height, width)
         if self._tile is not None:
             return self._tile
         s = self.model.scale
@@ -86,12 +90,18 @@ class Upscaler:
         reserved = height * width * channels * s * s * output_bytes + 2 * BAND_BUDGET
         return auto_tile(self.runner, self.tile_pad, reserved)
 
+    def _whole(self, height: int, width: int) -> int:
+        """A tile core that holds the whole image: one forward, as Real-ESRGAN's ``--tile 0``."""
+        m = self.runner.multiple
+        return -(-max(height, width) // m) * m
+
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         return height * self.scale, width * self.scale
 
     def describe(self) -> str:
         return (f"{self.model.arch} x{self.model.scale} on {self.device.type} ({str(self.dtype).replace('torch.', '')}), "
-                f"tile {self.tile} + pad {self.tile_pad}{', TTA x8' if self.tta else ''}")
+                + (f"tile {self.tile} + pad {self.tile_pad}" if self.tile else "whole image (no tiles)")
+                + (", TTA x8" if self.tta else ""))
 
     def run(
         self,
@@ -115,9 +125,10 @@ class Upscaler:
         planes, kind = split_channels(img)
         channels, height, width = img.shape
         tile = self.tile_for(height, width, channels, output_bytes)
+        whole = self._tile == 0  # no band budget either: one tile, one forward
         while True:
             plan = plan_tiles(height, width, tile, self.tile_pad, self.runner.multiple, scale=self.model.scale,
-                              band_budget=BAND_BUDGET // planes.shape[0])
+                              band_budget=None if whole else BAND_BUDGET // planes.shape[0])
             if on_plan is not None:
                 on_plan(plan)
             try:
@@ -134,8 +145,10 @@ class Upscaler:
                 if tile <= max(MIN_TILE, self.runner.multiple):
                     raise SrdistillError(
                         f"{name or 'image'}: out of memory on {self.device} even with {tile}px tiles; "
-                        f"use --device cpu or free device memory"
+                        f"use {param('device', 'cpu')} or free device memory"
                     ) from None
+                # The whole image did not fit either: from here on tiles, halved until they fit.
+                whole = False
                 tile = max(self.runner.multiple, tile // 2)
                 self._tile = tile
                 self.progress.note(f"{name or 'image'}: out of memory on {self.device}; retrying with {tile}px tiles")

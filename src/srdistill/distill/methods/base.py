@@ -18,14 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import param, spell
 from ...hooks import block_hooks
 from ...train.objective import Batch, Objective, TrainingData
 from ..boundaries import Boundary
 from ..features import crop_to_input
-from ..spec import DistillContext
+from ..spec import DistillContext, MethodSpec
 from ..teacher import LiveTeacher, TeacherOutputs
 from ..teacher_cache import (
-    CACHE_MODES,
     DEFAULT_TILE,
     CacheUnavailable,
     CachedTeacher,
@@ -69,23 +69,19 @@ def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class DistillObjective(Objective):
-    """Base of the built-in methods. Subclasses set ``uses_teacher``/``uses_features`` and
-    implement :meth:`terms`."""
+    """Base of the built-in methods: built from its :class:`MethodSpec` (whose ``uses_teacher`` and
+    ``uses_features`` it follows; the spec states them once) and implementing :meth:`terms`."""
 
-    uses_teacher = True
-    uses_features = False
-
-    def __init__(self, method: str, context: DistillContext, options: Mapping[str, Any]):
-        teacher_cache = context.teacher_cache
-        if teacher_cache not in CACHE_MODES:
-            raise ValueError(f"teacher_cache {teacher_cache!r} not in {CACHE_MODES}")
-        self.name = method
+    def __init__(self, spec: MethodSpec, context: DistillContext, options: Mapping[str, Any]):
+        self.name = spec.id
+        self.uses_teacher = spec.uses_teacher
+        self.uses_features = spec.uses_features
         self.context = context
         self.options = dict(options)
         self.teacher = context.teacher
         self.student_model = context.student
         self.boundaries: tuple[Boundary, ...] = tuple(context.boundaries) if self.uses_features else ()
-        self.teacher_cache_mode = teacher_cache
+        self.teacher_cache_mode = context.teacher_cache
         self.signals = LiveTeacher(self.teacher, [b.teacher_block for b in self.boundaries]) if self.uses_teacher else None
         self.clock = Clock()
         self.weights: dict[str, float] = {}
@@ -162,8 +158,8 @@ class DistillObjective(Objective):
         fits, need = fits_in_memory(lr_pixels, self.teacher.scale, channels, data.processes_per_node)
         if not fits and self.teacher_cache_mode == "auto":
             warnings.warn(
-                f"teacher signals for this data would take {describe_bytes(need)}, more than the memory budget; "
-                f"running the teacher on every batch instead (slower; --teacher-cache memory forces the cache)",
+                spell(f"teacher signals for this data would take {describe_bytes(need)}, more than the memory budget; "
+                      f"running the teacher on every batch instead (slower; {param('teacher_cache', 'memory')} forces the cache)"),
                 DistillWarning,
                 stacklevel=2,
             )

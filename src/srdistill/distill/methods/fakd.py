@@ -31,10 +31,8 @@ def spatial_affinity(feature: torch.Tensor, pool: int = 1) -> torch.Tensor:
 
 
 class FAKD(DistillObjective):
-    uses_features = True
-
     def __init__(self, context: DistillContext, options: dict[str, Any]):
-        super().__init__("fakd", context, options)
+        super().__init__(METHOD, context, options)
         self.weights = {"kd": options["l_kd"], "fa": options["l_fa"]}
 
     def terms(self, batch: Batch, student: nn.Module, step: int) -> dict[str, torch.Tensor]:

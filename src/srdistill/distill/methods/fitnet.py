@@ -21,10 +21,8 @@ from .base import DistillObjective, l1
 
 
 class FitNet(DistillObjective):
-    uses_features = True
-
     def __init__(self, context: DistillContext, options: dict[str, Any]):
-        super().__init__("fitnet", context, options)
+        super().__init__(METHOD, context, options)
         norm = options["norm"]
         self.regressors = nn.ModuleList(ChannelAdapter(b.student_channels, b.teacher_channels) for b in self.boundaries)
         self.norm_teacher = nn.ModuleList(RunningScale(b.teacher_channels, norm) for b in self.boundaries)

@@ -14,7 +14,7 @@ from .base import DistillObjective, l1
 
 class LogitsKD(DistillObjective):
     def __init__(self, context: DistillContext, options: dict[str, Any]):
-        super().__init__("logits", context, options)
+        super().__init__(METHOD, context, options)
         self.weights = {"kd": options["l_kd"]}
 
     def terms(self, batch: Batch, student: nn.Module, step: int) -> dict[str, torch.Tensor]:

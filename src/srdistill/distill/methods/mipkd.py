@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...precision import float32_region
 from ...train.objective import Batch
 from ..features import NORMS, RunningScale, crop_to_input, match_size
 from ..mixers import ENCODERS, ChannelAdapter, FeaturePriorMixer, fit_linear, least_squares, random_mask, set_linear
@@ -47,12 +48,11 @@ def random_window(height: int, width: int, area: float) -> tuple[slice, slice]:
 
 
 class MiPKD(DistillObjective):
-    uses_features = True
     # Adapters (student route) and routed paths are not used every step.
     find_unused_parameters = True
 
     def __init__(self, context: DistillContext, options: dict[str, Any]):
-        super().__init__("mipkd", context, options)
+        super().__init__(METHOD, context, options)
         o = self.options
         self.fit = o["mixer_init"] == "fit"
         # Fitted mixers work in the normalised teacher space itself: the latent is the teacher's width.
@@ -193,6 +193,7 @@ class MiPKD(DistillObjective):
         return out
 
     @torch.no_grad()
+    @float32_region()  # runs inside the step's autocast; statistics and solves stay float32
     def _fit(self, student_feats: list[torch.Tensor], teacher_feats: list[torch.Tensor]) -> None:
         """Fitted start (mixers.fit_linear) on this first batch; adapters by least squares too."""
         for k, (fs, ft) in enumerate(zip(student_feats, teacher_feats)):

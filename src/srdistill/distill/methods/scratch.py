@@ -13,15 +13,13 @@ from .base import DistillObjective, l1
 
 
 class Scratch(DistillObjective):
-    uses_teacher = False
-
     def terms(self, batch: Batch, student: nn.Module, step: int) -> dict[str, torch.Tensor]:
         sr, _ = self.student_forward(student, batch.lr)
         return {"l1": l1(sr, batch.hr)}
 
 
 def build(context: DistillContext, options: dict[str, Any]) -> Scratch:
-    return Scratch("scratch", context, options)
+    return Scratch(METHOD, context, options)
 
 
 METHOD = MethodSpec(
