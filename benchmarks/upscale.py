@@ -1,7 +1,8 @@
 """Upscale speed and memory: srdistill's tiled inference against a naive full-image PyTorch loop.
 
-For ``edsr-lite``, ``edsr-baseline`` and ``swinir-s`` at x4 (random weights; speed does not depend
-on them): output megapixels per second, achieved GFLOP/s (forward FLOPs counted by
+For ``edsr-lite``, ``edsr-baseline``, ``swinir-s`` and the SPAN-style ``span-s``/``span-m`` (fused, as
+deployed) at x4 (random weights; speed does not depend on them), for each backend (PyTorch, and
+ONNX Runtime where ``srdistill[onnx]`` is installed), side by side in one run: output megapixels per second, achieved GFLOP/s (forward FLOPs counted by
 ``torch.utils.flop_counter``) against this machine's matmul peak measured first in the same
 process, and the ratio against a naive loop (``net(x)`` on the whole image, NCHW float32, default
 threads, ``torch.no_grad``). Naive and tiled runs alternate and the best of each is kept, so a
@@ -33,11 +34,11 @@ import srdistill
 from srdistill.evaluate import gflops_per_megapixel
 from srdistill.upscale import Upscaler, upscale_file
 
-PRESETS = ("edsr-lite", "edsr-baseline", "swinir-s")
+PRESETS = ("edsr-lite", "span-s", "span-m", "edsr-baseline", "swinir-s")
 SCALE = 4
 # LR side per preset: big enough for several tiles where the memory policy makes them, small
 # enough for a 2-core CPU (swinir-s runs at a few GFLOP/s there).
-DEFAULT_SIZE = {"edsr-lite": 256, "edsr-baseline": 192, "swinir-s": 64}
+DEFAULT_SIZE = {"edsr-lite": 256, "span-s": 256, "span-m": 192, "edsr-baseline": 192, "swinir-s": 64}
 TINY = {"n_feats": 8, "n_resblocks": 1}
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -69,9 +70,19 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def bench_preset(preset: str, size: int, repeats: int, dtypes: list[str]) -> list[dict]:
+def onnxruntime_available() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def bench_preset(preset: str, size: int, repeats: int, dtypes: list[str], backends: list[str]) -> list[dict]:
     torch.manual_seed(0)
-    model = srdistill.build_model(preset, SCALE)
+    # Re-parameterisable students are timed in the form srdistill writes and deploys: fused.
+    model = srdistill.build_model(preset, SCALE).fuse()
     net = model.net.eval()
     x = torch.rand(1, 3, size, size)
     gflop = gflops_per_megapixel(model) * size * size / 1e6
@@ -85,9 +96,14 @@ def bench_preset(preset: str, size: int, repeats: int, dtypes: list[str]) -> lis
     rows = []
     # Measured thread count (the default), then the same pipeline pinned to torch's default count:
     # separates what channels_last/tiling give from what the thread choice gives.
-    variants = [(dtype, None) for dtype in dtypes] + [("float32", default_threads)]
-    for dtype, threads in variants:
-        up = Upscaler(model, device="cpu", dtype=dtype, threads=threads)
+    variants = [("torch", dtype, None) for dtype in dtypes] + [("torch", "float32", default_threads)]
+    variants += [(backend, "float32", None) for backend in backends if backend != "torch"]
+    for backend, dtype, threads in variants:
+        try:
+            up = Upscaler(model, device="cpu", dtype=dtype, threads=threads, backend=backend)
+        except srdistill.SrdistillError as exc:  # e.g. a graph ONNX Runtime cannot run at every size
+            print(f"  {preset} {backend}: skipped ({exc})", flush=True)
+            continue
         tile = up.tile_for(size, size)
         for _ in range(2 if size > tile else 3):  # warm-up; the thread count is measured on these passes
             up.upscale(x[0])
@@ -96,9 +112,11 @@ def bench_preset(preset: str, size: int, repeats: int, dtypes: list[str]) -> lis
         for _ in range(repeats):
             best_naive = min(best_naive, timed(naive))
             best_ours = min(best_ours, timed(lambda: up.upscale(x[0])))
+        tuner = up.runner.threads
+        chosen = tuner.chosen if tuner is not None else up.runner.thread_count
         rows.append({
-            "preset": preset, "dtype": dtype, "size": size, "gflop": gflop, "naive_s": best_naive, "ours_s": best_ours,
-            "tile": tile, "threads": up.runner.threads.chosen, "threads_how": "fixed" if threads else "measured",
+            "preset": preset, "backend": backend, "dtype": dtype, "size": size, "gflop": gflop, "naive_s": best_naive,
+            "ours_s": best_ours, "tile": tile, "threads": chosen, "threads_how": "fixed" if threads else "measured",
             "mp_per_s": size * size * SCALE * SCALE / 1e6 / best_ours, "gflops": gflop / best_ours,
         })
     torch.set_num_threads(default_threads)
@@ -157,19 +175,19 @@ def measure_rss(preset: str) -> dict:
 
 # -- report ---------------------------------------------------------------------------------------
 def report(rows: list[dict], peaks: dict, rss: dict | None, header: str) -> str:
-    lines = [header, "", f"matmul peak: fp32 {peaks['float32']:.0f} GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s", "",
-             "| preset | dtype | LR size | GFLOP | naive s | srdistill s | speed-up | out MP/s | GFLOP/s | % peak | tile | threads |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [header, "", f"matmul peak (best seen in the run): fp32 {peaks['float32']:.0f} GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s", "",
+             "| preset | backend | dtype | LR size | GFLOP | naive s | srdistill s | speed-up | out MP/s | GFLOP/s | % peak | tile | threads |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         pct = 100 * r["gflops"] / peaks[r["dtype"]]
         lines.append(
-            f"| {r['preset']} | {r['dtype']} | {r['size']}x{r['size']} | {r['gflop']:.1f} | {r['naive_s']:.2f} | "
+            f"| {r['preset']} | {r['backend']} | {r['dtype']} | {r['size']}x{r['size']} | {r['gflop']:.1f} | {r['naive_s']:.2f} | "
             f"{r['ours_s']:.2f} | {r['naive_s'] / r['ours_s']:.2f}x | {r['mp_per_s']:.3f} | {r['gflops']:.1f} | "
             f"{pct:.0f}% | {r['tile']} | {r['threads']} ({r['threads_how']}) |"
         )
     measured = [r for r in rows if r["threads_how"] == "measured" and r["dtype"] == "float32"]
     lines += ["", "Goals (float32, measured threads): "
-              + "; ".join(f"{r['preset']} {r['naive_s'] / r['ours_s']:.2f}x naive ({'met' if r['naive_s'] >= 1.5 * r['ours_s'] else 'NOT met'}), "
+              + "; ".join(f"{r['preset']} {r['backend']} {r['naive_s'] / r['ours_s']:.2f}x naive ({'met' if r['naive_s'] >= 1.5 * r['ours_s'] else 'NOT met'}), "
                           f"{100 * r['gflops'] / peaks['float32']:.0f}% of peak ({'met' if r['gflops'] >= 0.6 * peaks['float32'] else 'NOT met'})"
                           for r in measured)]
     if rss:
@@ -195,6 +213,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=0, help="LR side for every preset (0: per-preset default)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--bf16", action="store_true", help="also time bfloat16 (slow without native bf16)")
+    parser.add_argument("--backends", nargs="+", default=None,
+                        help="torch and/or onnxruntime (default: both where srdistill[onnx] is installed)")
     parser.add_argument("--rss-preset", default="edsr-tiny", help="model for the 12 MP memory check ('none' to skip)")
     parser.add_argument("--write", action="store_true", help="record the table in benchmarks/RESULTS.md")
     parser.add_argument("--_rss-child", dest="rss_child", help=argparse.SUPPRESS)
@@ -210,12 +230,16 @@ def main() -> None:
     peaks = {"float32": matmul_peak(torch.float32), "bfloat16": matmul_peak(torch.bfloat16)}
     print(f"matmul peak: fp32 {peaks['float32']:.0f} GFLOP/s, bf16 {peaks['bfloat16']:.0f} GFLOP/s", flush=True)
     dtypes = ["float32"] + (["bfloat16"] if args.bf16 or native_bf16() else [])
+    backends = args.backends or (["torch", "onnxruntime"] if onnxruntime_available() else ["torch"])
     rows = []
     for preset in args.presets:
+        # On a shared machine the peak measured once can be taken while others load it: it is
+        # measured again before each preset and the best seen is the reference for every row.
+        peaks["float32"] = max(peaks["float32"], matmul_peak(torch.float32))
         size = args.size or DEFAULT_SIZE.get(preset, 128)
-        for row in bench_preset(preset, size, args.repeats, dtypes):
+        for row in bench_preset(preset, size, args.repeats, dtypes, backends):
             rows.append(row)
-            print(f"  {preset} {row['dtype']} threads {row['threads']} ({row['threads_how']}): naive {row['naive_s']:.2f} s, "
+            print(f"  {preset} {row['backend']} {row['dtype']} threads {row['threads']} ({row['threads_how']}): naive {row['naive_s']:.2f} s, "
                   f"srdistill {row['ours_s']:.2f} s ({row['naive_s'] / row['ours_s']:.2f}x), {row['gflops']:.1f} GFLOP/s",
                   flush=True)
     rss = None if args.rss_preset == "none" else measure_rss(args.rss_preset)

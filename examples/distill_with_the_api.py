@@ -40,7 +40,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--student-arch", default="edsr-lite", help="student preset or arch id")
     parser.add_argument("--student-opt", action="append", default=[], metavar="KEY=VALUE",
                         help="student hyperparameter override, e.g. n_feats=16 (repeatable)")
-    parser.add_argument("--method", default="mipkd", help="mipkd, logits, fitnet, fakd or scratch")
+    parser.add_argument("--method", default="mipkd", help="mipkd (the paper's method), mipkd-lite, logits, fitnet, fakd or scratch")
     parser.add_argument("--data", type=Path, help="folder of training images (default: synthetic images)")
     parser.add_argument("--val-data", type=Path, help="validation folder, e.g. a Set5 folder")
     parser.add_argument("--val-fraction", type=float, default=0.25,

@@ -9,4 +9,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
-.venv/bin/python -m pip install --quiet -e ".[test,codecs16,tensorboard]" -e plugins/srdistill-rfdn
+.venv/bin/python -m pip install --quiet -e ".[test,codecs16,tensorboard,onnx]" -e plugins/srdistill-rfdn \
+  -e "plugins/srdistill-spandrel[test]"

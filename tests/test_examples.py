@@ -27,7 +27,7 @@ PAPER_CONFIGS = [c for c in CONFIGS if c.name.startswith("paper-")]
 # Run by their own test below, with explicit paths and tiny budgets.
 OWN_TEST = {"distill_with_the_api.py"}
 
-# The paper's MiPKD options, as typed by the method (shared/docs/MIPKD.md).
+# The paper's MiPKD options, as typed by the method (shared/docs/MIPKD.md): mipkd's defaults.
 PAPER_OPTIONS = {
     "l_kd": 1.0, "l_feat": 1.0, "l_ae": 1.0, "l_block": 0.1, "latent": 64, "encoder": "conv3",
     "mixer_init": "random", "mask_ratio": 0.5, "fpm_area": 1.0, "bpm_every": 1, "route": "random",
@@ -103,15 +103,23 @@ def distill_table(config: Path) -> dict:
     return tomllib.loads(config.read_text(encoding="utf-8"))["distill"]
 
 
+def effective_config(config: Path, teacher: Path):
+    """What `srdistill distill --config FILE` trains with: the file's keys over its protocol's."""
+    from srdistill.distill.api import prepare_run
+    from srdistill.distill.settings import DistillSettings
+
+    return prepare_run(DistillSettings(teacher=str(teacher)), {}, config_file=config)
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
-def test_config_passes_the_real_reader(config):
+def test_config_passes_the_real_reader(config, stand_in_teachers):
     # The whole run is in the file: the command names nothing but the file.
     rel = config.relative_to(REPO).as_posix()
     assert documented_command(config) == ["torchrun", "--nproc_per_node=4", "-m", "srdistill", "distill", "--config", rel]
     table = distill_table(config)
     assert Path(table["teacher"]).name == table["teacher"], "the teacher is the downloaded file's name"
     # What `srdistill distill --config` does with the file before training.
-    cfg = build_config({"arch": table["student_arch"], "scale": 4}, config, tables=("distill",))
+    cfg = effective_config(config, stand_in_teachers[family_of(table["teacher"])]).config
     assert Path(cfg.data).name == "DIV2K_train_HR" and Path(cfg.val_data).name == "Set5"
     assert cfg.patch_size == 48 and cfg.batch_size == 16 and cfg.steps == 250_000
     text = config.read_text(encoding="utf-8")
@@ -119,17 +127,18 @@ def test_config_passes_the_real_reader(config):
 
 
 @pytest.mark.parametrize("config", PAPER_CONFIGS, ids=lambda p: p.name)
-def test_paper_configs_follow_the_protocol(config):
-    cfg = build_config({"arch": "student", "scale": 4}, config, tables=("distill",))
-    assert cfg.lr == 1e-4 and cfg.schedule == "multistep" and cfg.ema == 0.999 and cfg.precision == "fp32"
-    assert cfg.milestones == [0.4, 0.8] and cfg.gamma == 0.1
-    # The milestones are fractions of the run: x0.1 exactly at steps 100k and 200k.
-    lrs = [lr_at(base_lr=cfg.lr, schedule=cfg.schedule, progress=s / cfg.steps, step=s, milestones=cfg.milestones,
-                 gamma=cfg.gamma) for s in (0, 99_999, 100_000, 199_999, 200_000, 249_999)]
-    assert lrs == pytest.approx([1e-4, 1e-4, 1e-5, 1e-5, 1e-6, 1e-6])
+def test_paper_configs_follow_the_protocol(config, stand_in_teachers):
     table = distill_table(config)
-    assert table["method"] == "mipkd" and table["teacher_cache"] == "off"
-    assert table["method_opt"] == PAPER_OPTIONS
+    assert table["protocol"] == "paper" and "method_opt" not in table  # thin: the protocol says the rest
+    run = effective_config(config, stand_in_teachers[family_of(table["teacher"])])
+    cfg = run.config
+    assert cfg.lr == 1e-4 and cfg.schedule == "multistep" and cfg.ema == 0.999 and cfg.precision == "fp32"
+    # The milestones are fractions of the run: halved exactly at step 200k of 250k.
+    lrs = [lr_at(base_lr=cfg.lr, schedule=cfg.schedule, progress=s / cfg.steps, step=s, milestones=cfg.milestones,
+                 gamma=cfg.gamma) for s in (0, 199_999, 200_000, 249_999)]
+    assert lrs == pytest.approx([1e-4, 1e-4, 5e-5, 5e-5])
+    assert run.plan.method.id == "mipkd" and run.settings.teacher_cache == "off"
+    assert {key: run.plan.options[key] for key in PAPER_OPTIONS} == PAPER_OPTIONS
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +166,7 @@ def test_documented_command_plans(config, stand_in_teachers):
     assert r.returncode == 0, r.stderr
     plan = json.loads(r.stdout)
     # Method, its options, K and the student all come from the file's [distill] table.
-    assert plan["method"] == table["method"]
+    assert plan["method"] == table.get("method", "mipkd" if table.get("protocol") == "paper" else "logits")
     given = table.get("method_opt", {})
     assert {key: plan["options"][key] for key in given} == given
     if config in PAPER_CONFIGS:
@@ -182,16 +191,16 @@ def test_a_misspelled_key_or_a_bad_value_fails_the_reader(tmp_path, stand_in_tea
     config = REPO / "examples" / "configs" / "paper-rcan-to-rcan-lite.toml"
     text = config.read_text(encoding="utf-8")
     typo = tmp_path / "typo.toml"
-    typo.write_text(text.replace("\nmilestones =", "\nmilestone ="), encoding="utf-8")
-    with pytest.raises(UsageError, match="unknown key 'milestone'"):
+    typo.write_text(text.replace("\nval_every =", "\nval_evry ="), encoding="utf-8")
+    with pytest.raises(UsageError, match="unknown key 'val_evry'"):
         build_config({"arch": "rcan-lite", "scale": 4}, typo, tables=("distill",))
     bad = tmp_path / "bad.toml"
-    bad.write_text(text.replace("\ngamma = 0.1", "\ngamma = 0"), encoding="utf-8")
-    with pytest.raises(UsageError, match="gamma must be in"):
-        build_config({"arch": "rcan-lite", "scale": 4}, bad, tables=("distill",))
+    bad.write_text(text.replace("\nval_every = 5000", "\nval_every = -1"), encoding="utf-8")
+    with pytest.raises(UsageError, match="val_every must be 0"):
+        build_config({"arch": "rcan-lite", "scale": 4, "steps": 10}, bad, tables=("distill",))
     # A typo inside [distill] stops the run too, rather than silently falling back to a default.
     distill_typo = tmp_path / "distill-typo.toml"
-    assert "\nteacher_cache = " in text
-    distill_typo.write_text(text.replace("\nteacher_cache = ", "\nteacher_cahce = "), encoding="utf-8")
+    assert "\nprotocol = " in text
+    distill_typo.write_text(text.replace("\nprotocol = ", "\nprotocl = "), encoding="utf-8")
     r = dry_run(distill_typo, stand_in_teachers["rcan"])
-    assert_one_line_error(r, str(distill_typo), "teacher_cahce", "[distill]", code=2)
+    assert_one_line_error(r, str(distill_typo), "protocl", "[distill]", code=2)

@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # Models as objects: build/load/save, feature hooks, the bundled weights, file provenance.
     ("models", ("models", "hooks", "bundled", "provenance")),
     # The library's use cases.
-    ("api", ("train", "distill", "upscale", "evaluate", "compare")),
+    ("api", ("train", "distill", "upscale", "evaluate", "compare", "export")),
     # Argument parsing over the api.
     ("cli", ("cli",)),
     # The package root re-exports the api; ``python -m srdistill`` runs the cli.

@@ -138,6 +138,10 @@ class DataError(SrdistillError):
     """A dataset folder is missing, empty or unusable."""
 
 
+class ExportError(SrdistillError):
+    """A model cannot be exported (an operation ONNX lacks) or the exported graph disagrees with it."""
+
+
 class Interrupted(SrdistillError):
     """Work stopped by a signal after state was saved.
 

@@ -144,7 +144,9 @@ class Runner:
         # A copy, so the caller's model keeps its device and dtype (no surprise side effects).
         # channels_last: oneDNN/cuDNN convolutions run natively in NHWC; measured 1.5-3x faster
         # than NCHW on the CPU for the EDSR presets (benchmarks/RESULTS.md).
-        channels_last = device.type in ("cpu", "cuda")
+        # torch converts 5-D tensors too and refuses channels_last for them (plugin networks with
+        # 3-D convolutions or stacked weights): such a network stays NCHW.
+        channels_last = device.type in ("cpu", "cuda") and all(t.dim() != 5 for t in net.state_dict().values())
         prepared = copy.deepcopy(net).eval().to(device=device, dtype=dtype)
         if channels_last:
             prepared = prepared.to(memory_format=torch.channels_last)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ._version import __version__
-from .archs.registry import get_arch, list_archs, resolve_arch
+from .archs.registry import get_arch, resolve_arch
 from .archs.spec import ArchSpec, Detection
 from .errors import (
     MetadataConflictError,
@@ -26,6 +26,7 @@ from .errors import (
     ModelFileError,
     ShapeMismatchError,
     UnknownArchitectureError,
+    param,
 )
 from .bundled import resolve_model_ref
 from .hparams import coerce_hparams
@@ -74,15 +75,33 @@ class SRModel:
 
     @property
     def preset(self) -> str | None:
-        """The preset whose hyperparameters these are, if any."""
+        """The preset whose hyperparameters these are (in training or fused form), if any."""
         for name in self.spec.presets:
-            if self.spec.resolve(preset=name) == self.hparams:
+            hparams = self.spec.resolve(preset=name)
+            if hparams == self.hparams:
                 return name
+            if self.spec.fuse is not None and self.scale in self.spec.scales:
+                # A fused model's hparams say so (e.g. span's fused=True): fuse the preset on the
+                # meta device (no memory, no arithmetic) to learn its fused hparams.
+                with torch.device("meta"):
+                    _, fused = self.spec.fuse(self.spec.instantiate(self.scale, hparams), hparams)
+                if fused == self.hparams:
+                    return name
         return None
 
     def to(self, *args, **kwargs) -> SRModel:
         self.net.to(*args, **kwargs)
         return self
+
+    def fuse(self) -> SRModel:
+        """The inference form (the spec's ``fuse``: re-parameterised convolutions merged), the same
+        function; ``self`` when the architecture has one form only or is already fused."""
+        if self.spec.fuse is None:
+            return self
+        net, hparams = self.spec.fuse(self.net, self.hparams)
+        if net is self.net:
+            return self
+        return SRModel(self.spec, self.scale, dict(hparams), net, dict(self.metadata), self.source, self.assumed)
 
 
 def build_model(
@@ -108,9 +127,10 @@ def build_model(
 
 # -- identification --------------------------------------------------------------------------------
 def _detection_order(specs: Mapping[str, ArchSpec]) -> list[ArchSpec]:
-    """Alphabetical, except that a spec comes before every spec it names in ``detect_before``."""
+    """Specific detectors before fallback ones (``detect_fallback``); within each, alphabetical,
+    except that a spec comes before every spec it names in ``detect_before``."""
     ordered: list[ArchSpec] = []
-    pending = dict(sorted(specs.items()))
+    pending = dict(sorted(specs.items(), key=lambda item: (item[1].detect_fallback, item[0])))
     while pending:
         ready = [
             arch_id
@@ -142,11 +162,21 @@ def _closest(tensors: Mapping[str, torch.Tensor], specs: Mapping[str, ArchSpec])
     return sorted(scores, reverse=True)
 
 
-def identify(raw: RawModelFile, arch: str | None = None) -> tuple[ArchSpec, Detection, str]:
-    """Which arch, scale and hparams a file holds, and how we know ("metadata" or "detected")."""
+def identify(raw: RawModelFile, arch: str | None = None, loader: str | None = None) -> tuple[ArchSpec, Detection, str]:
+    """Which arch, scale and hparams a file holds, and how we know ("metadata" or "detected").
+
+    ``loader`` limits which distributions' architectures may claim the file (see
+    :mod:`srdistill.archs.loaders`; None: the enclosing ``loader_choice``, by default any)."""
+    from .archs import loaders
+
     meta_arch = raw.metadata.get(META_PREFIX + "arch")
     if meta_arch is not None:
         spec = get_arch(meta_arch)
+        if not loaders.allows(spec.id, loader):
+            raise MetadataConflictError(
+                f"{raw.path}: its metadata says arch {spec.id!r}, registered by {loaders.distribution_of(spec.id)}, "
+                f"which {param('loader', loaders.current(loader))} excludes; use {param('loader', loaders.AUTO)}"
+            )
         try:
             scale = int(raw.metadata[META_PREFIX + "scale"])
             hp = coerce_hparams(spec.id, spec.defaults, json.loads(raw.metadata[META_PREFIX + "hparams"]))
@@ -168,9 +198,9 @@ def identify(raw: RawModelFile, arch: str | None = None) -> tuple[ArchSpec, Dete
                 )
         if arch is not None and arch != spec.id:
             raise MetadataConflictError(f"{raw.path}: you asked for arch {arch!r} but the file's metadata says {spec.id!r}")
-        return spec, Detection(scale, spec.resolve(hp)), "metadata"
+        return spec, Detection(scale, spec.resolve(hp), via="srdistill metadata"), "metadata"
 
-    specs = {arch: get_arch(arch)} if arch else list_archs()
+    specs = {arch: get_arch(arch)} if arch else loaders.candidate_specs(loader)
     for spec in _detection_order(specs):
         try:
             found = spec.detect(raw.tensors)
@@ -182,14 +212,30 @@ def identify(raw: RawModelFile, arch: str | None = None) -> tuple[ArchSpec, Dete
             warnings.warn(f"architecture {spec.id!r} detection failed on {raw.path.name}: {exc}", stacklevel=2)
             continue
         if found is not None:
-            return spec, Detection(found.scale, spec.resolve(found.hparams), found.assumed), "detected"
+            return spec, Detection(found.scale, spec.resolve(found.hparams), found.assumed, found.via), "detected"
     near = _closest(raw.tensors, specs)
     hint = ", ".join(f"{a} ({s:.0%} key match)" for s, a in near[:2] if s > 0) or "none"
     first = ", ".join(list(raw.tensors)[:3])
+    if not arch and loaders.current(loader) != loaders.AUTO:
+        raise UnknownArchitectureError(
+            f"{raw.path}: no architecture that {param('loader', loaders.current(loader))} allows recognises this state dict "
+            f"(keys start {first}); closest: {hint}. Try {param('loader', loaders.AUTO)}"
+        )
     raise UnknownArchitectureError(
         f"{raw.path}: no installed architecture recognises this state dict (keys start {first}); closest: {hint}. "
         f"If it is another network, write an architecture plugin (README: 'Write an architecture plugin')"
     )
+
+
+def loaded_by(spec: ArchSpec, how: str, via: str) -> dict[str, Any]:
+    """Who claimed a file, for ``inspect``: the architecture, the distribution that registered it,
+    and how it recognised the file (its metadata, its own key rules, or a loader library)."""
+    from .archs.registry import ARCHS
+
+    prov = ARCHS.provenance(spec.id)
+    via = via or ("srdistill metadata" if how == "metadata" else f"{spec.id} state-dict layout")
+    return {"arch": spec.id, "distribution": prov.distribution, "version": prov.version, "builtin": prov.builtin,
+            "how": how, "via": via, "summary": f"{prov.distribution} {prov.version} ({via})"}
 
 
 def check_state_dict(net: nn.Module, tensors: Mapping[str, torch.Tensor], what: str, path: Path | str) -> None:
@@ -228,6 +274,7 @@ def load_model(
     arch: str | None = None,
     hparams: Mapping[str, Any] | None = None,
     device: str | torch.device = "cpu",
+    loader: str | None = None,
 ) -> SRModel:
     """Load any supported model file: srdistill safetensors or an official checkpoint, unchanged.
 
@@ -235,9 +282,11 @@ def load_model(
     when no such file exists: an existing file always wins over the name.
     ``hparams`` overrides what detection cannot tell (e.g. EDSR ``res_scale``) or what the file
     says; shapes are still checked against the result.
+    ``loader`` (``auto``, ``builtin`` or a plugin distribution) forces which side may claim a file
+    that several could read; None follows the enclosing :func:`srdistill.archs.loaders.loader_choice`.
     """
     raw = read_model_file(resolve_model_ref(path))
-    spec, det, how = identify(raw, arch)
+    spec, det, how = identify(raw, arch, loader)
     resolved = dict(det.hparams)
     assumed = tuple(det.assumed)
     if hparams:
@@ -245,11 +294,13 @@ def load_model(
         resolved.update(overrides)
         assumed = tuple(a for a in assumed if a not in overrides)
     net = spec.instantiate(det.scale, resolved)
-    check_state_dict(net, raw.tensors, describe(spec, det.scale, resolved), raw.path)
-    net.load_state_dict(raw.tensors, strict=True)
+    tensors = spec.adapt_state_dict(raw.tensors) if spec.adapt_state_dict is not None else raw.tensors
+    check_state_dict(net, tensors, describe(spec, det.scale, resolved), raw.path)
+    net.load_state_dict(tensors, strict=True)
     net.eval().to(device)
     meta = _read_provenance(raw)
     meta["identified_by"] = how
+    meta["loaded_by"] = loaded_by(spec, how, det.via)
     meta["format"] = raw.format
     if raw.wrapper:
         meta["wrapper"] = raw.wrapper
@@ -300,12 +351,14 @@ def save_model(
     return write_safetensors(path, model.net.state_dict(), model_metadata(model, provenance), overwrite=overwrite)
 
 
-def convert_model(src: str | Path, dst: str | Path, *, overwrite: bool = False, hparams: Mapping[str, Any] | None = None) -> SRModel:
+def convert_model(
+    src: str | Path, dst: str | Path, *, overwrite: bool = False, hparams: Mapping[str, Any] | None = None, loader: str | None = None
+) -> SRModel:
     """Any loadable checkpoint -> srdistill safetensors (metadata records where it came from)."""
     from .io.atomic import check_writable
 
     check_writable(dst, overwrite=overwrite)  # fail before loading a large file
-    model = load_model(src, hparams=hparams)
+    model = load_model(src, hparams=hparams, loader=loader)
     save_model(
         model,
         dst,
@@ -316,9 +369,9 @@ def convert_model(src: str | Path, dst: str | Path, *, overwrite: bool = False, 
     return model
 
 
-def inspect_model(path: str | Path, *, hparams: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """A JSON-ready description of a model file."""
-    model = load_model(path, hparams=hparams)
+def inspect_model(path: str | Path, *, hparams: Mapping[str, Any] | None = None, loader: str | None = None) -> dict[str, Any]:
+    """A JSON-ready description of a model file (``loaded_by``: which architecture and distribution claimed it, and how)."""
+    model = load_model(path, hparams=hparams, loader=loader)
     dtypes = sorted({str(t.dtype).replace("torch.", "") for t in read_model_file(model.source).tensors.values()})
     given = sorted(coerce_hparams(model.spec.id, model.spec.defaults, hparams)) if hparams else []
     return {
@@ -337,5 +390,6 @@ def inspect_model(path: str | Path, *, hparams: Mapping[str, Any] | None = None)
         "safe_dtypes": [str(d).replace("torch.", "") for d in model.spec.safe_dtypes],
         "blocks": [{"path": p, "channels": c} for p, c in zip(model.blocks, model.block_channels)],
         "feature_view": model.spec.feature_view.name,
+        "loaded_by": model.metadata["loaded_by"],
         "metadata": model.metadata,
     }

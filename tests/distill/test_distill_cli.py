@@ -54,12 +54,12 @@ def test_unknown_student_preset(files):
 
 
 def test_boundaries_out_of_range(files):
-    r = distill(files, "--student-arch", "edsr-lite", "--boundaries", "0:1,5:7", "--dry-run")
+    r = distill(files, "--student-arch", "edsr-lite", "--method", "mipkd", "--boundaries", "0:1,5:7", "--dry-run")
     assert_one_line_error(r, "teacher block index 5 is out of range", "0..1", code=2)
 
 
 def test_k_larger_than_a_depth(files):
-    r = distill(files, "--student-arch", "edsr-lite", "--K", "3", "--dry-run")
+    r = distill(files, "--student-arch", "edsr-lite", "--method", "mipkd", "--K", "3", "--dry-run")
     assert_one_line_error(r, "--K 3 is larger than the depth of the teacher", code=2)
 
 
@@ -69,9 +69,9 @@ def test_unknown_method(files):
 
 
 def test_method_option_of_the_wrong_type_or_name(files):
-    r = distill(files, "--student-arch", "edsr-lite", "--method-opt", "latent=wide", "--dry-run")
+    r = distill(files, "--student-arch", "edsr-lite", "--method", "mipkd", "--method-opt", "latent=wide", "--dry-run")
     assert_one_line_error(r, "method mipkd option latent", "'wide' is not an integer", code=2)
-    r = distill(files, "--student-arch", "edsr-lite", "--method-opt", "route=sideways", "--dry-run")
+    r = distill(files, "--student-arch", "edsr-lite", "--method", "mipkd", "--method-opt", "route=sideways", "--dry-run")
     assert_one_line_error(r, "route", "random, teacher, student", code=2)
     r = distill(files, "--student-arch", "edsr-lite", "--method", "logits", "--method-opt", "latent=3", "--dry-run")
     assert_one_line_error(r, "method logits has no option 'latent'", code=2)
@@ -107,7 +107,7 @@ def test_plugin_arch_without_blocks(files, tmp_path):
     (info / "entry_points.txt").write_text("[srdistill.archs]\nflatnet = flat_sr:SPEC\n")
     (tmp_path / "flat_sr.py").write_text(textwrap.dedent(FLAT_PLUGIN))
     env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    r = distill(files, "--student-arch", "flatnet", "--dry-run", env=env)
+    r = distill(files, "--student-arch", "flatnet", "--method", "mipkd", "--dry-run", env=env)
     assert_one_line_error(r, "student architecture 'flatnet' declares no body blocks", "--method logits or scratch", code=2)
     # Methods that need no features still work with it.
     out = tmp_path / "flat.safetensors"
@@ -118,22 +118,22 @@ def test_plugin_arch_without_blocks(files, tmp_path):
 
 
 def test_dry_run_prints_the_matched_table(files):
-    r = distill(files, "--student-arch", "swinir-s", "--student-opt", "depths=2,2,2,2", "--dry-run", "--json")
+    r = distill(files, "--student-arch", "swinir-s", "--student-opt", "depths=2,2,2,2", "--method", "mipkd-lite", "--dry-run", "--json")
     assert r.returncode == 0, r.stderr
     plan = json.loads(r.stdout)
-    assert plan["method"] == "mipkd" and plan["boundary_source"] == "auto"
+    assert plan["method"] == "mipkd-lite" and plan["boundary_source"] == "auto"
     rows = plan["boundaries"]
     assert [(b["teacher_block"], b["student_block"]) for b in rows] == [("body.0", "layers.1"), ("body.1", "layers.3")]
     assert rows[0]["teacher_channels"] == 16 and rows[0]["student_channels"] == 60
     assert rows[0]["teacher_size"] == rows[0]["student_size"] == [48, 48]
     assert plan["mixer_parameters"] > 0 and plan["options"]["latent"] == 0  # 0: auto width
-    text = distill(files, "--student-arch", "edsr-lite", "--dry-run")
+    text = distill(files, "--student-arch", "edsr-lite", "--method", "mipkd", "--dry-run")
     assert text.returncode == 0 and "body.7" in text.stdout and "mixer/adapter parameters" in text.stdout
 
 
 def test_a_tiny_distillation_writes_the_plain_student_with_its_record(files, tmp_path):
     out = tmp_path / "student.safetensors"
-    r = distill(files, "--student-arch", "edsr-lite", "--student-opt", "n_feats=8", "--data", files / "photos",
+    r = distill(files, "--student-arch", "edsr-lite", "--student-opt", "n_feats=8", "--method", "mipkd-lite", "--data", files / "photos",
                 "--steps", "2", "--batch-size", "2", "--patch-size", "16", "--val-fraction", "0.3",
                 "--run-dir", tmp_path / "run", "-o", out, "--method-opt", "l_feat=0.5", "--json")
     assert r.returncode == 0, r.stderr
@@ -143,13 +143,13 @@ def test_a_tiny_distillation_writes_the_plain_student_with_its_record(files, tmp
     fresh = small("edsr", n_feats=8, n_resblocks=8)
     assert list(student.net.state_dict()) == list(fresh.net.state_dict())
     prov = student.metadata["provenance"]
-    assert prov["method"] == "mipkd" and prov["method_options"]["l_feat"] == 0.5 and prov["method_options"]["l_block"] == 0.1
+    assert prov["method"] == "mipkd-lite" and prov["method_options"]["l_feat"] == 0.5 and prov["method_options"]["l_block"] == 0.1
     assert prov["teacher"]["arch"] == "edsr" and prov["teacher"]["sha256"] == file_sha256(files / "teacher.safetensors")
     assert prov["steps"] == 2 and prov["data"]["images"] == 2 and prov["validation"]["psnr_y"] > 0
     assert prov["boundaries"] == "0:3,1:7"
     # Resuming the run finds teacher, student and method in the run folder.
     settings = json.loads((tmp_path / "run" / "distill.json").read_text())
-    assert settings["method"] == "mipkd" and settings["boundaries"] == "0:3,1:7"
+    assert settings["method"] == "mipkd-lite" and settings["boundaries"] == "0:3,1:7"
     again = run_cli("distill", "--run-dir", tmp_path / "run", "--resume", "auto", "--steps", "3", "--overwrite", "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["steps"] == 3

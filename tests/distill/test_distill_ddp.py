@@ -39,7 +39,7 @@ def test_mipkd_on_two_gloo_ranks(tmp_path):
          "-m", "srdistill", "distill", "--teacher", str(teacher), "--student-arch", "edsr-lite",
          "--student-opt", "n_feats=8", "--student-opt", "n_resblocks=2", "--data", str(photos), "--steps", "3",
          "--batch-size", "2", "--patch-size", "16", "--threads", "1", "--device", "cpu", "--run-dir", str(tmp_path / "run"),
-         "--method-opt", "bpm_every=2", "--json"],
+         "--method", "mipkd", "--method-opt", "bpm_every=2", "--json"],
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -55,16 +55,19 @@ def test_explicit_beats_toml_beats_run_folder_beats_defaults():
     assert s.k == 2 and s.boundaries is None
     assert s.teacher_cache == "off" and s.teacher_cache_dir == "cache" and s.teacher_sha256 == "abc"
     defaults = DistillSettings.layered(None, DistillSettings())
-    assert defaults.method == "mipkd" and defaults.teacher_cache == "auto" and defaults.method_options == {}
+    assert defaults.method == "logits" and defaults.teacher_cache == "auto" and defaults.method_options == {}
 
 
 def test_options_of_another_method_are_dropped():
     toml = DistillSettings(method="mipkd", method_options={"l_feat": 0.5})
     assert DistillSettings.layered(DistillSettings(method="logits", method_options={"l_kd": 2}), toml).method_options == {"l_kd": 2}
-    # A table that names no method holds the options of the default method (mipkd).
-    unnamed = DistillSettings(method_options={"l_feat": 0.5})
+    # A table that names no method holds the options of the default method (logits)...
+    unnamed = DistillSettings(method_options={"l_kd": 2.0})
     assert DistillSettings.layered(DistillSettings(method="scratch"), unnamed).method_options == {}
-    assert DistillSettings.layered(DistillSettings(), unnamed).method_options == {"l_feat": 0.5}
+    assert DistillSettings.layered(DistillSettings(), unnamed).method_options == {"l_kd": 2.0}
+    # ...or, under a protocol, of the protocol's method.
+    paper = DistillSettings(protocol="paper", method_options={"l_feat": 0.5})
+    assert DistillSettings.layered(DistillSettings(), paper).method_options == {"l_feat": 0.5}
     # The same student preset keeps the lower layer's options under the new ones.
     run = DistillSettings(student_arch="edsr-lite", student_options={"n_feats": 8, "n_resblocks": 2})
     flags = DistillSettings(student_options={"n_feats": 16})
@@ -99,7 +102,7 @@ def test_library_errors_name_parameters_and_the_cli_names_flags(files):
         plan_distillation(files / "teacher.safetensors", "edsr-lite", teacher_cache="sometimes")
     assert str(caught.value).startswith("teacher_cache must be one of auto, memory, off") and "--" not in str(caught.value)
     with pytest.raises(UsageError) as caught:
-        plan_distillation(files / "teacher.safetensors", "edsr-lite", k=3)
+        plan_distillation(files / "teacher.safetensors", "edsr-lite", method="mipkd", k=3)
     assert "k 3 is larger than the depth" in str(caught.value) and "--" not in str(caught.value)
     r = run_cli("distill", "--teacher", files / "teacher.safetensors", "--student-arch", "edsr-lite",
                 "--teacher-cache", "sometimes", "--dry-run")
@@ -118,6 +121,7 @@ def test_the_api_merges_a_toml_config_per_key(files, tmp_path):
         teacher = "{files / 'teacher.safetensors'}"
         student_arch = "edsr-lite"
         student_opt = {{ n_feats = 8, n_resblocks = 2 }}
+        method = "mipkd"
         method_opt = {{ l_feat = 0.5, bpm_every = 2 }}
     """))
     result = distill(data=files / "photos", config=config, method_options={"l_feat": 0.25}, run_dir=str(tmp_path / "run"),

@@ -85,18 +85,23 @@ def test_feature_sizes_are_cropped_and_matched():
     assert match_size(padded, (24, 24)) is padded
 
 
-def test_feature_mixer_window_covers_the_requested_share_inside_the_map():
+def test_feature_mixer_window_covers_the_requested_share_with_every_position_equally_likely():
     from srdistill.distill.methods.mipkd import random_window
 
     torch.manual_seed(0)
     for h, w, area in ((48, 48, 0.25), (17, 30, 0.5), (5, 5, 1.0), (3, 40, 0.01)):
-        seen = set()
-        for _ in range(50):
-            ys, xs = random_window(h, w, area)
-            assert 0 <= ys.start < ys.stop <= h and 0 <= xs.start < xs.stop <= w
-            assert abs((ys.stop - ys.start) * (xs.stop - xs.start) / (h * w) - area) < 0.2 or area < 0.05
-            seen.add((ys.start, xs.start))
-        assert len(seen) > 1 or area == 1.0  # placed at random
+        hits = torch.zeros(h, w)
+        draws = 400
+        for _ in range(draws):
+            rows, cols = random_window(h, w, area)
+            assert len(set(rows.tolist())) == len(rows) and len(set(cols.tolist())) == len(cols)  # no position twice
+            assert abs(len(rows) * len(cols) / (h * w) - area) < 0.2 or area < 0.05
+            hits[rows[:, None], cols[None, :]] += 1
+        share = hits / draws
+        expected = share.mean()
+        # Uniform placement inside the map would give a 48x48 map's centre 576x a corner's share.
+        assert share.max() / max(float(share.min()), 1e-9) < 2.5 or area < 0.05
+        assert abs(float(share[0, 0]) - float(expected)) < 0.1 and abs(float(share[h // 2, w // 2]) - float(expected)) < 0.1
 
 
 def test_fitted_linear_mixer_starts_at_the_teacher_and_the_least_squares_student_map():

@@ -79,7 +79,7 @@ def test_mipkd_fit_inside_the_step_autocast_equals_the_float32_fit(dtype):
 
     def fit():
         teacher, student = frozen_teacher("edsr", n_resblocks=4), small("edsr", n_feats=8)
-        obj = objective("mipkd", teacher, student)
+        obj = objective("mipkd-lite", teacher, student)  # the fitted (linear) mixers
         obj._fit(s_feats, t_feats)
         return [m.encode_student.weight.clone() for m in obj.mixers] + [a.conv.weight.clone() for a in obj.adapters]
 
@@ -156,7 +156,7 @@ def test_plain_teacher_forward_in_fp16_runs_an_fp16_unsafe_teacher_in_float32():
 def test_block_prior_mixer_routed_teacher_pass_runs_in_a_safe_dtype():
     # Every step routes (bpm_every=1), always through the teacher after the boundary.
     teacher, student = frozen_teacher("swinir"), small("edsr", n_feats=8)
-    obj = objective("mipkd", teacher, student, bpm_every=1, route="teacher", bpm_boundaries="all")
+    obj = objective("mipkd-lite", teacher, student, bpm_every=1, route="teacher", bpm_boundaries="all")
     student.net.train()
     seen, handles = dtypes_seen(teacher, teacher.blocks)
     with lowered(torch.float16):

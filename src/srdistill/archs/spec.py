@@ -47,6 +47,9 @@ class Detection:
     # (W, 0.1) equals the one with (0.1 W, 1.0)). They were filled from the official convention;
     # srdistill metadata or an explicit override beats them.
     assumed: tuple[str, ...] = ()
+    # How the detector recognised the layout, when it delegates to a loader library (e.g.
+    # "spandrel 0.4.2 ModelLoader, family HAT"); `inspect` shows it. Empty: the spec's own key rules.
+    via: str = ""
 
 
 class FeatureView(Protocol):
@@ -128,10 +131,26 @@ class ArchSpec:
     min_size: int = 1
     safe_dtypes: tuple[torch.dtype, ...] = field(default_factory=_float_dtypes)
     detect_before: tuple[str, ...] = ()
+    # A catch-all detector (a loader library that recognises many layouts) is tried only after
+    # every specific detector declined, so a layout both could load stays with the specific one.
+    detect_fallback: bool = False
+    # A catch-all loader's catalogue (optional): one row per model family it loads, with at least
+    # ``family``, ``arch`` (the id that loads it, None when refused) and ``blocks`` (feature-level
+    # methods work with it). ``srdistill archs`` lists it; nothing else depends on it.
+    families: Callable[[], list[dict[str, Any]]] | None = None
+    # The detected file's tensors as the built network names them (optional), for a spec whose
+    # detector is a loader library that renames keys while loading (old and new layouts of one
+    # network). Applied after detection, before the shape check; None: the file's names are the network's.
+    adapt_state_dict: Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]] | None = None
     reference: str = ""
     # Hyperparameters of a small, fast instance: what the registry-wide conformance suite and
     # quick checks build. Empty means the arch defaults.
     small: Mapping[str, Any] = field(default_factory=dict)
+    # Re-parameterisation (optional): ``fuse(net, hparams) -> (net, hparams)`` gives the inference
+    # form of a training-form network, the same function with fewer operations, and returns a
+    # network already in inference form unchanged. srdistill writes trained students fused and
+    # exports them fused; the returned hparams must detect back from the fused state dict.
+    fuse: Callable[[nn.Module, Hparams], tuple[nn.Module, dict[str, Any]]] | None = None
 
     def __post_init__(self) -> None:
         if not self.id or self.id != self.id.lower() or " " in self.id:
@@ -170,6 +189,9 @@ class ArchSpec:
         # Meta tensors: counting the parameters of a 16M-parameter preset costs no memory.
         with torch.device("meta"):
             net = self.instantiate(scale, hparams)
+            if self.fuse is not None:
+                # What is deployed (and what srdistill writes by default) is the fused form.
+                net, _ = self.fuse(net, self.resolve(hparams))
         return sum(p.numel() for p in net.parameters())
 
     def pad_multiple(self, hparams: Hparams, scale: int) -> int:

@@ -56,6 +56,18 @@ def flags_for(**aliases: str) -> Callable[[Callable], Callable]:
     return mark
 
 
+def _model_loader(loader: str | None):
+    """A command's ``--loader`` holds for every model file it reads, however deep in the library
+    the file is loaded (distill's teacher, eval's models); ``auto`` needs no import at all."""
+    import contextlib
+
+    if loader is None or loader == "auto":
+        return contextlib.nullcontext()
+    from ..archs.loaders import loader_choice
+
+    return loader_choice(loader)
+
+
 def command(fn: Callable) -> Callable:
     """Wrap a command: expected errors become one red line and an exit code, never a traceback;
     the parameters library messages (errors, notes, warnings) name are spelled as this command's flags."""
@@ -66,7 +78,7 @@ def command(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            with spelling(flags):
+            with spelling(flags), _model_loader(kwargs.get("loader")):
                 return fn(*args, **kwargs)
         except SrdistillError as exc:
             if state.debug:

@@ -111,9 +111,28 @@ def archs_report(bundled: list[dict] | None = None) -> list[dict]:
                 "safe_dtypes": [str(d).replace("torch.", "") for d in spec.safe_dtypes],
                 "presets": presets,
                 "bundled_models": [b for b in bundled if b["arch"] == arch_id],
+                # A catch-all loader's families (ArchSpec.families), e.g. every family spandrel loads.
+                "families": spec.families() if spec.families is not None else None,
             }
         )
     return rows
+
+
+def _families_table(row: dict) -> Table:
+    families = row["families"]
+    with_blocks = sum(1 for f in families if f.get("blocks"))
+    table = Table(title=safe(f"model families the {row['id']} loader ({row['distribution']}) reads: {len(families)}, "
+                             f"{with_blocks} with body blocks (every method); the rest are output-level teachers"))
+    for col in ("family", "name", "loaded as", "feature-level (mipkd, fitnet, fakd)"):
+        table.add_column(col)
+    for f in families:
+        refused = f.get("arch") is None
+        table.add_row(
+            safe(f["family"]), safe(f.get("name", "")),
+            safe(f"refused: {f.get('licence') or 'restricted'}") if refused else safe(f["arch"]),
+            "yes" if f.get("blocks") else "no",
+        )
+    return table
 
 
 def _bundled_table(bundled: list[dict]) -> Table:
@@ -156,5 +175,8 @@ def archs(json_out: bool = typer.Option(False, "--json", help="Print JSON instea
                 ", ".join(f"x{s}" for s in row["scales"]) if i == 0 else "",
             )
     console.print(table)
+    for row in rows:
+        if row["families"]:
+            console.print(_families_table(row))
     if bundled:
         console.print(_bundled_table(bundled))

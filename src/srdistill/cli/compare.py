@@ -8,7 +8,7 @@ import typer
 
 from ..errors import UsageError
 from ._console import console, flags_for, print_json, safe
-from .options import parse_opts
+from .options import LOADER_HELP, parse_opts
 
 
 @flags_for(spec="--model", hparams="--arch-opt")
@@ -18,6 +18,7 @@ def compare(
     model: list[str] = typer.Option([], "-m", "--model", help="Model file, bundled model (teacher, student, student-x2, ...) or preset (repeatable)."),
     scale: int | None = typer.Option(None, "-s", "--scale", help="Scale (default: the models')."),
     arch_opt: list[str] = typer.Option([], "--arch-opt", help="KEY=VALUE: a hyperparameter the weights cannot tell, e.g. res_scale=0.1 for EDSR (repeatable; applies to every model)."),
+    loader: str = typer.Option("auto", "--loader", help=LOADER_HELP),
     hr: Path | None = typer.Option(None, "--hr", help="Ground-truth HR image for IMAGE (adds an HR panel and PSNR)."),
     from_hr: bool = typer.Option(False, "--from-hr", help="IMAGE is HR: make the input with MATLAB bicubic downscaling."),
     crop: list[str] = typer.Option([], "--crop", help="x,y,w,h in IMAGE's pixels (repeatable). Default: the most detailed region."),

@@ -1,4 +1,4 @@
-"""``srdistill distill``: train a small student from a large teacher (MiPKD by default).
+"""``srdistill distill``: train a small student from a large teacher (logits-KD by default).
 
     srdistill distill --teacher swinir_x4.safetensors --student-arch edsr-lite --data photos/ --steps 2000
 
@@ -20,15 +20,30 @@ import typer
 from rich.table import Table
 
 from ..distill.registry import METHODS
-from ..distill.settings import DistillSettings
+from ..distill.settings import PROTOCOLS, DistillSettings
 from ..distill.spec import CACHE_MODES
 from ._console import console, flags_for, fmt_params, print_json, safe
 from ._progress import report_result, run_with_progress
 from .engine_options import EngineFlags, with_engine_options
-from .options import parse_opts
+from .options import LOADER_HELP, parse_opts
 
 if TYPE_CHECKING:
     from ..distill.api import DistillPlan
+
+# What each built-in method runs and costs, for --help (measured: benchmarks/RESULTS.md, kd_quality;
+# bundled edsr-baseline teacher -> edsr-lite, x4, 2400 steps of 8 x 32x32 patches, one CPU core).
+METHOD_HELP = (
+    "Distillation method (default logits: the best measured at CPU budgets). "
+    "logits: L1 to the ground truth and to the teacher's output; about a scratch step with the teacher cache; "
+    "Set5 +0.20 dB over scratch at 2400 steps. "
+    "mipkd: the MiPKD paper's method (random conv3x3 Feature Prior Mixers with l_feat=1 and the auto-encoder loss, "
+    "a Block Prior Mixer pass through teacher or student blocks on every step, the teacher live); 6x a logits step, "
+    "and at 600 CPU steps 0.15 dB below logits and 0.06 below scratch on Set5. "
+    "mipkd-lite: fitted linear mixers, a Block Prior Mixer pass every 16th step, logits-KD (l_kd=3) otherwise; "
+    "1.14-1.28x a logits step, tied logits (-0.007 dB at 2400 steps). "
+    "fitnet, fakd: feature regression / affinity KD. scratch: no teacher. "
+    "Installed: {ids}."
+)
 
 
 def _print_plan(plan: DistillPlan, patch_size: int) -> None:
@@ -73,20 +88,23 @@ def distill(
     *,
     teacher: Path = typer.Option(None, "--teacher", help="Teacher model file (official checkpoint or srdistill safetensors)."),
     teacher_opt: list[str] = typer.Option([], "--teacher-opt", help="Set a teacher hyperparameter its weights cannot tell, e.g. res_scale=0.1 (repeatable; `srdistill inspect` lists the assumed ones)."),
+    loader: str = typer.Option("auto", "--loader", help=LOADER_HELP),
     student_arch: str = typer.Option(None, "--student-arch", help="Student preset or arch id, e.g. edsr-lite (see `srdistill archs`)."),
     student_opt: list[str] = typer.Option([], "--student-opt", help="Override a student hyperparameter, e.g. n_feats=48 (repeatable)."),
     student: Path = typer.Option(None, "--student", help="Start the student from this model file instead of a random initialisation."),
-    method: str = typer.Option(None, "--method", help=f"Distillation method: {', '.join(METHODS.ids())} (default mipkd)."),
+    method: str = typer.Option(None, "--method", help=METHOD_HELP.format(ids=", ".join(METHODS.ids()))),
     method_opt: list[str] = typer.Option([], "--method-opt", help="Method option key=value (repeatable; --dry-run lists them)."),
     k: int = typer.Option(None, "--K", help="Number of matched boundaries (default: automatic, at most 4)."),
     boundaries: str = typer.Option(None, "--boundaries", help="Explicit TEACHER:STUDENT block indices, e.g. 7:1,15:3 (see --dry-run)."),
     teacher_cache: str = typer.Option(None, "--teacher-cache", help=f"Teacher signals per training image: {', '.join(CACHE_MODES)} (default auto)."),
     teacher_cache_dir: Path = typer.Option(None, "--teacher-cache-dir", help="Keep cached teacher signals here and reuse them in later runs (same teacher, data, boundaries)."),
+    protocol: str = typer.Option(None, "--protocol", help=f"Training recipe for any pair, under flags and the config file's keys: "
+                                 f"{'; '.join(f'{p.name}: {p.summary}' for p in PROTOCOLS.values())}."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the matched boundaries, mixer size and method options, then exit."),
     engine: EngineFlags,  # --data, --scale, --steps, ... (see engine_options.py)
     json_out: bool = typer.Option(False, "--json", help="No live display; print a JSON summary at the end."),
 ) -> None:
-    """Distil a teacher model into a small student (MiPKD by default; logits, fitnet, fakd, scratch)."""
+    """Distil a teacher model into a small student (logits-KD by default; mipkd is the MiPKD paper's method)."""
     from ..distill.api import prepare_run
 
     rank = int(os.environ.get("RANK", "0") or 0)
@@ -94,12 +112,14 @@ def distill(
     explicit = DistillSettings(
         teacher=teacher, teacher_options=parse_opts(teacher_opt), student_arch=student_arch, student_options=parse_opts(student_opt), student_file=student,
         method=method, method_options=parse_opts(method_opt), k=k, boundaries=boundaries,
-        teacher_cache=teacher_cache, teacher_cache_dir=teacher_cache_dir,
+        teacher_cache=teacher_cache, teacher_cache_dir=teacher_cache_dir, protocol=protocol,
     )
     # Flags > the --config file's [distill] table > the resumed run's distill.json (distill/settings.py).
     prepared = prepare_run(explicit, given, config_file=engine.config, document=engine.toml(),
                            scale=given["scale"], dry_run=dry_run)
     plan = prepared.plan
+    if prepared.method_note and rank == 0 and not json_out:
+        console.print(safe(prepared.method_note))
     if dry_run:
         if json_out:
             print_json(plan.summary(given["patch_size"] or 48))

@@ -52,6 +52,7 @@ ENGINE_OPTIONS: tuple[EngineOption, ...] = (
     EngineOption("threads", int, ("--threads",), "CPU threads (default: physical cores / processes per node)."),
     EngineOption("output", Path, ("-o", "--output"), "Also write the final model here (.safetensors)."),
     EngineOption("overwrite", bool, ("--overwrite",), "Replace an existing output file."),
+    EngineOption("keep_unfused", bool, ("--keep-unfused",), "Write a re-parameterisable student (span) in its training form, for later fine-tuning (default: fused, the plain inference form)."),
     EngineOption("run_dir", str, ("--run-dir",), "Run folder (default runs/<arch>-x<scale>-<time>)."),
     EngineOption("checkpoint_every", int, ("--checkpoint-every",), "Checkpoint every N steps (default 1000; also every 10 min)."),
     EngineOption("log", str, ("--log",), "Also log to: tensorboard (loss terms, lr, validation PSNR/SSIM and images in RUN_DIR/tensorboard; pip install 'srdistill[tensorboard]')."),

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..errors import UsageError
 from ._console import console, err_console, flags_for, fmt_params, print_json, safe
-from .options import parse_opts
+from .options import LOADER_HELP, parse_opts
 
 if TYPE_CHECKING:
     from ..evaluate import EvalResults
@@ -46,6 +46,7 @@ def eval_command(
     bicubic: bool = typer.Option(False, "--bicubic", help="Add the bicubic baseline (MATLAB imresize)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     arch_opt: list[str] = typer.Option([], "--arch-opt", help="KEY=VALUE: a hyperparameter the weights cannot tell, e.g. res_scale=0.1 for EDSR (repeatable; applies to every model)."),
+    loader: str = typer.Option("auto", "--loader", help=LOADER_HELP),
     tile: int | None = typer.Option(None, "-t", "--tile", help="Tile size in input pixels; 0: the whole image at once (default: from free memory)."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:

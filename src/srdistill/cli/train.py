@@ -12,7 +12,7 @@ import typer
 
 from ._progress import report_result, run_with_progress
 from .engine_options import EngineFlags, with_engine_options
-from .options import parse_opts
+from .options import LOADER_HELP, parse_opts
 
 
 @with_engine_options()
@@ -21,6 +21,7 @@ def train(
     arch: str = typer.Option(None, "--arch", help="Preset or arch id to train (see `srdistill archs`), e.g. edsr-lite."),
     arch_opt: list[str] = typer.Option([], "--arch-opt", help="Override a hyperparameter of the preset, e.g. n_feats=32 (repeatable)."),
     init: str = typer.Option(None, "--init", help="Start from this model file's weights (same arch; tensors matched by name and shape, e.g. an x2 run from an x4 body)."),
+    loader: str = typer.Option("auto", "--loader", help=LOADER_HELP),
     engine: EngineFlags,  # --data, --scale, --steps, ... (see engine_options.py)
     json_out: bool = typer.Option(False, "--json", help="No live display; print a JSON summary at the end."),
 ) -> None:

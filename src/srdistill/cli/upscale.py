@@ -14,7 +14,7 @@ from ..bundled import bundled_name
 from ..data.limits import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_MAX_PIXELS
 from ..upscale.progress import ImageResult, UpscaleProgress, results_json
 from ._console import console, err_console, flags_for, print_json, safe
-from .options import parse_opts
+from .options import LOADER_HELP, parse_opts
 
 
 class RichProgress(UpscaleProgress):
@@ -68,12 +68,14 @@ def upscale(
     scale: int | None = typer.Option(None, "-s", "--scale", help="Output scale. Default: the model's."),
     model: str | None = typer.Option(None, "-m", "--model", help="Model file (.safetensors/.pth), a bundled model (student, teacher, student-x2, ...; default: the bundled student) or a preset name (random weights, for speed tests)."),
     arch_opt: list[str] = typer.Option([], "--arch-opt", help="KEY=VALUE: a hyperparameter the weights cannot tell, e.g. res_scale=0.1 for EDSR (repeatable)."),
+    loader: str = typer.Option("auto", "--loader", help=LOADER_HELP),
     tile: int | None = typer.Option(None, "-t", "--tile", help="Tile size in input pixels; 0: the whole image at once. Default: from free memory."),
     tile_pad: int | None = typer.Option(None, "--tile-pad", help="Context pixels around each tile (default 24)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16 (only where the architecture is safe)."),
     tta: bool = typer.Option(False, "--tta", help="x8 self-ensemble (flips and rotations): slower, slightly better."),
     threads: int | None = typer.Option(None, "--threads", help="CPU threads (default: measured on the first tiles)."),
+    backend: str = typer.Option("torch", "--backend", help="torch (default) or onnxruntime (CPU, float32; the model exported in memory and checked first; pip install 'srdistill[onnx]')."),
     recursive: bool = typer.Option(False, "-r", "--recursive", help="Search folders (and ** globs) recursively."),
     suffix: str | None = typer.Option(None, "--suffix", help="Appended to output names (default _x{s} next to the input, none in -o folders)."),
     ext: str | None = typer.Option(None, "--ext", help="Output format by extension (png, jpg, webp, bmp, tif). Default: the input's."),
@@ -97,7 +99,7 @@ def upscale(
             sr_model, inputs, output, scale=scale, recursive=recursive, suffix=suffix, ext=ext,
             skip_existing=skip_existing, overwrite=overwrite, keep_going=keep_going, max_pixels=max_pixels,
             max_output_pixels=max_output_pixels, tile=tile, tile_pad=tile_pad, device=device, dtype=dtype,
-            tta=tta, allow_resize=not no_resize, threads=threads, progress=progress,
+            tta=tta, allow_resize=not no_resize, threads=threads, progress=progress, backend=backend,
         )
     failed = [r for r in results if r.status == "failed"]
     bundled = bundled_name(sr_model.source)

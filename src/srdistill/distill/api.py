@@ -33,7 +33,7 @@ from .boundaries import Boundary, format_boundaries, match_boundaries
 from .features import crop_to_input
 from .mixers import parameter_count
 from .registry import get_method
-from .settings import SETTINGS_FILE, DistillSettings
+from .settings import DEFAULT_METHOD, DEFAULT_METHOD_NOTE, SETTINGS_FILE, DistillSettings, get_protocol
 from .spec import DistillContext, MethodSpec, check_cache_mode
 
 
@@ -172,7 +172,7 @@ def plan_distillation(
     teacher: str | Path | SRModel,
     student_arch: str | None = None,
     *,
-    method: str = "mipkd",
+    method: str = DEFAULT_METHOD,
     method_options: Mapping[str, Any] | None = None,
     student_options: Mapping[str, Any] | None = None,
     student_file: str | Path | None = None,
@@ -243,6 +243,8 @@ class PreparedRun:
     plan: DistillPlan
     settings: DistillSettings
     config: TrainConfig | None
+    # Said first by a run whose method nobody chose (the default), with the evidence for it.
+    method_note: str | None = None
 
     def run(self, callback: TrainCallback | None = None) -> TrainResult:
         if self.config is None:
@@ -274,11 +276,25 @@ def prepare_run(
     run_dir, resume = given.get("run_dir"), given.get("resume")
     if resume and run_dir is None and resume != "auto":
         run_dir = run_dir_of_checkpoint(resume)
-    settings = DistillSettings.layered(
+    layers = (
         explicit,
         DistillSettings.from_toml(source, document) if "distill" in document else None,
         DistillSettings.from_run_dir(run_dir) if resume and run_dir else None,
     )
+    settings = DistillSettings.layered(*layers)
+    protocol = get_protocol(settings.protocol)
+    method_note = None
+    if protocol is None and all(layer is None or layer.method is None for layer in layers):
+        method_note = DEFAULT_METHOD_NOTE
+    # A protocol's training options sit below the flags and the config file's own keys.
+    protocol_keys: set[str] = set()
+    if protocol is not None:
+        engine = dict(engine)
+        for key, value in protocol.engine.items():
+            if engine.get(key) is None and key not in file_engine:
+                engine[key] = value
+                protocol_keys.add(key)
+        given = {**given, **{key: engine[key] for key in protocol_keys}}
     if settings.teacher is None:
         raise UsageError(f"no teacher given; pass {param('teacher')} FILE (any model file `srdistill inspect` can read)")
     config = None
@@ -313,8 +329,11 @@ def prepare_run(
     if config is not None:
         arch = settings.student_arch or plan.student.preset or plan.student.arch
         config = replace(config, arch=arch, arch_opt=dict(settings.student_options), scale=plan.teacher.scale)
+        if protocol is not None and engine.get("patch_size") is None and "patch_size" not in file_engine:
+            # The protocol's patch is in HR pixels; the engine's in LR pixels of the teacher's scale.
+            config = replace(config, patch_size=protocol.engine_defaults(plan.teacher.scale)["patch_size"])
         validate(config)
-    return PreparedRun(plan, settings, config)
+    return PreparedRun(plan, settings, config, method_note)
 
 
 def distill(
@@ -333,6 +352,7 @@ def distill(
     config: TrainConfig | Mapping[str, Any] | str | Path | None = None,
     callback: TrainCallback | None = None,
     teacher_options: Mapping[str, Any] | None = None,
+    protocol: str | None = None,
     **engine_options: Any,
 ) -> TrainResult:
     """Distil ``teacher`` into a fresh ``student_arch`` (or ``student_file``) on the images in ``data``.
@@ -342,7 +362,10 @@ def distill(
     plain student. ``config`` is a TrainConfig, a mapping of those options, or a TOML file (its
     ``[distill]`` table gives the settings below it). ``run_dir=..., resume="auto"`` continues an
     interrupted run: teacher, student, method and their options come from its ``distill.json``
-    unless given again. Settings left None take the method's and the engine's defaults.
+    unless given again. Settings left None take the method's and the engine's defaults; the
+    default method is ``logits`` (the best measured at CPU budgets, docs/distilling.md).
+    ``protocol="paper"`` applies the MiPKD paper's training (settings.PROTOCOLS) under any
+    options given explicitly.
     """
     config_file = Path(config) if isinstance(config, (str, Path)) else None
     if isinstance(config, TrainConfig):
@@ -358,7 +381,7 @@ def distill(
         teacher=teacher, teacher_options=teacher_options or {}, student_arch=student_arch,
         student_options=student_options or {}, student_file=student_file, method=method,
         method_options=method_options or {}, k=k, boundaries=boundaries, teacher_cache=teacher_cache,
-        teacher_cache_dir=teacher_cache_dir,
+        teacher_cache_dir=teacher_cache_dir, protocol=protocol,
     )
     prepared = prepare_run(explicit, engine, config_file=config_file, scale=int(scale) if scale is not None else None)
     return prepared.run(callback)

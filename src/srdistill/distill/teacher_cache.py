@@ -6,10 +6,25 @@ tile by tile, and every patch takes its crop, flipped/rotated exactly as the dat
 the LR patch (the stream is counter based, ``PatchDataset.plan(index)`` says where each sample
 came from). Outputs are kept as float16, features as bfloat16 (SwinIR features exceed float16).
 
-Two approximations, both measured in benchmarks/RESULTS.md (kd_quality): the teacher saw the
-whole image, not the 48x48 patch (no artificial patch border, if anything a better signal), and
-a flipped patch gets the flipped teacher signal of the unflipped image rather than the teacher's
-answer to the flipped patch (teachers trained with flips are nearly equivariant).
+How the cache differs from a live teacher on the patch, and what is done about it:
+
+* Tile seams: each tile is computed with a halo as wide as the teacher's receptive field, measured
+  once per teacher (:func:`receptive_radius`: the input pixels with a gradient into one output
+  position), so the tiles put together are the teacher on the whole image.
+* Patch borders: the teacher saw the whole image, not the patch. Inside the patch, farther than
+  the receptive radius from its edge, cache and live teacher agree (float16/bfloat16 storage
+  aside); nearer the edge the cache has the real context where a live teacher sees padding.
+  Before building, :func:`check_cacheable` runs the teacher on a probe image and on a crop of it
+  and compares that interior: a teacher whose answer depends on more than a bounded neighbourhood
+  (RCAN's channel attention pools the whole input; an attention that resamples to the input size)
+  fails it, and the run uses a live teacher instead, with a warning saying why. Window-attention
+  teachers (SwinIR) are compared on their window grid: the cache answers on the image's grid,
+  a live teacher on the patch's own.
+* Flips: a flipped patch gets the flipped teacher signal of the unflipped image rather than the
+  teacher's answer to the flipped patch (teachers trained with flips are nearly equivariant).
+
+The Block Prior Mixer's routed passes run the teacher on the patch, so a step that routes takes
+all its teacher signals live (methods/mipkd.py).
 """
 
 from __future__ import annotations
@@ -39,6 +54,8 @@ FEATURE_DTYPE = torch.bfloat16
 CACHE_MEMORY_SHARE = 0.4
 DEFAULT_TILE = {"cpu": 128, "cuda": 384}
 DEFAULT_TILE_PAD = 16
+# The widest halo a tile gets: beyond it a tile is mostly halo, and a live teacher is cheaper.
+MAX_TILE_PAD = 64
 
 
 class CacheUnavailable(Exception):
@@ -54,6 +71,94 @@ def apply_transform(x: torch.Tensor, code: int) -> torch.Tensor:
     if code & 4:
         x = x.transpose(-1, -2)
     return x
+
+
+def _probe_input(side: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, 3, side, side, generator=g)
+
+
+@float32_region()
+def receptive_radius(teacher: SRModel, limit: int = MAX_TILE_PAD) -> int | None:
+    """LR pixels around a position that reach the teacher's output there (its receptive radius,
+    measured by the gradient of one output pixel on random probes); None when it exceeds ``limit``
+    (or is global)."""
+    net, multiple, s = teacher.net, teacher.pad_multiple, teacher.scale
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    try:
+        for side in (40, 80, 2 * limit + 9):
+            side = -(-side // multiple) * multiple
+            x = _probe_input(side, 0).to(device).requires_grad_(True)
+            c = side // 2
+            with torch.enable_grad(), torch.autocast(device.type, enabled=False):
+                out = net(x)
+                (grad,) = torch.autograd.grad(out[..., c * s : (c + 1) * s, c * s : (c + 1) * s].sum(), x)
+            reached = grad.abs().sum((0, 1)) > 0
+            rows, cols = reached.any(1).nonzero().flatten(), reached.any(0).nonzero().flatten()
+            inside = rows.min() > 0 and cols.min() > 0 and rows.max() < side - 1 and cols.max() < side - 1
+            if inside:
+                radius = int(max(c - rows.min(), rows.max() - c, c - cols.min(), cols.max() - c))
+                return radius if radius <= limit else None
+        return None
+    finally:
+        net.train(was_training)
+
+
+def halo_for(teacher: SRModel, radius: int) -> int:
+    """Tile halo covering ``radius`` (two pixels to spare: a gradient can vanish at the very edge
+    of the field), on the teacher's size grid."""
+    multiple = teacher.pad_multiple
+    return -(-(radius + 2) // multiple) * multiple
+
+
+def check_cacheable(teacher: SRModel, blocks: Sequence[str], tolerance: float = 1e-4) -> int:
+    """The tile halo for ``teacher``, after checking that its answer on a patch interior is its answer
+    on the whole image there; raises :class:`CacheUnavailable` saying why not."""
+    radius = receptive_radius(teacher)
+    if radius is None:
+        raise CacheUnavailable(
+            f"the teacher's ({teacher.arch}) receptive field reaches beyond {MAX_TILE_PAD} LR pixels or is global "
+            f"(channel attention pools the whole input), so a cached signal would not be its answer on each patch"
+        )
+    halo = halo_for(teacher, radius)
+    deviation = patch_deviation(teacher, blocks, halo)
+    if deviation > tolerance:
+        raise CacheUnavailable(
+            f"the teacher's ({teacher.arch}) output on a patch interior differs from its output on the whole image "
+            f"by {deviation:.2g} (it is not a local operator), so a cached signal would not be its answer on each patch"
+        )
+    return halo
+
+
+@float32_region()
+def patch_deviation(teacher: SRModel, blocks: Sequence[str], margin: int, tile: int | None = None) -> float:
+    """Largest difference, relative to the output's range, between the teacher on a crop of a probe
+    image and the teacher on the whole image (tiled with a ``margin`` halo when ``tile`` is given),
+    farther than ``margin`` from the crop's edge; features included."""
+    multiple, s = teacher.pad_multiple, teacher.scale
+    device = next(teacher.net.parameters()).device
+    inner = -(-max(8, margin) // multiple) * multiple
+    crop = 2 * margin + inner
+    side = crop + 2 * multiple * max(1, -(-8 // multiple))
+    image = _probe_input(side, 1).to(device)
+    top = left = side - crop - multiple * max(1, -(-5 // multiple))  # off the image's edge, on its grid
+    with torch.autocast(device.type, enabled=False):
+        if tile is None:
+            whole = run_teacher(teacher, image, blocks)
+            whole_out, whole_feats = whole.output[0], [f[0] for f in whole.features]
+        else:
+            cached = teacher_on_image(teacher, image, blocks, tile=tile, pad=margin)
+            whole_out, whole_feats = cached.output.float().to(device), [f.float().to(device) for f in cached.features]
+        live = run_teacher(teacher, image[..., top : top + crop, left : left + crop], blocks)
+    a, b = margin, margin + inner
+    ref = whole_out[:, (top + a) * s : (top + b) * s, (left + a) * s : (left + b) * s]
+    deviation = float((live.output[0, :, a * s : b * s, a * s : b * s] - ref).abs().max() / (ref.abs().max() + 1e-8))
+    for full, mine in zip(whole_feats, live.features):
+        ref = full[:, top + a : top + b, left + a : left + b]
+        deviation = max(deviation, float((mine[0, :, a:b, a:b] - ref).abs().max() / (ref.abs().max() + 1e-8)))
+    return deviation
 
 
 def lr_chw(array: np.ndarray) -> torch.Tensor:
@@ -137,6 +242,7 @@ def build_cache(
     device: torch.device,
     autocast: Callable[[], object],
     tile: int | None = None,
+    pad: int = DEFAULT_TILE_PAD,
     progress: Callable[[int, int], None] | None = None,
 ) -> TeacherCache:
     """Run the teacher over ``count`` LR images (``lr_images(i)``: uint8, see :func:`lr_chw`)."""
@@ -145,7 +251,7 @@ def build_cache(
     for i in range(count):
         lr = lr_chw(lr_images(i)).to(device).float().div_(255).unsqueeze(0)
         with autocast():
-            cached.append(teacher_on_image(teacher, lr, blocks, tile=tile))
+            cached.append(teacher_on_image(teacher, lr, blocks, tile=tile, pad=pad))
         if progress is not None:
             progress(i + 1, count)
     return TeacherCache(cached, teacher.scale)
@@ -200,15 +306,18 @@ class CachedTeacher:
 # -- reuse across runs ------------------------------------------------------------------------------
 # A file holds the teacher's outputs and the features of some blocks for one (teacher, data)
 # pair; a run needing a subset of those blocks (logits needs none) reads it too.
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3  # 3: the halo follows the teacher's receptive field
 _META = "srdistill.teacher_cache"
 
 
-def cache_key(teacher_sha256: str, images: Sequence[tuple[str, tuple[int, int]]], scale: int, hr_downscale: float, tile: int) -> str:
+def cache_key(
+    teacher_sha256: str, images: Sequence[tuple[str, tuple[int, int]]], scale: int, hr_downscale: float, tile: int,
+    pad: int = DEFAULT_TILE_PAD,
+) -> str:
     """Everything the cached tensors depend on but the blocks; a change means another file."""
     identity = {
         "format": CACHE_FORMAT, "teacher": teacher_sha256, "scale": scale, "hr_downscale": hr_downscale,
-        "tile": tile, "pad": DEFAULT_TILE_PAD, "images": [[n, list(s)] for n, s in images],
+        "tile": tile, "pad": pad, "images": [[n, list(s)] for n, s in images],
         "dtypes": [str(OUTPUT_DTYPE), str(FEATURE_DTYPE)],
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]

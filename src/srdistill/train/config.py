@@ -77,6 +77,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     log: list[str] = field(default_factory=list)  # LOGGERS, e.g. ["tensorboard"]: event files in RUN_DIR/tensorboard
+    # Re-parameterisable students (spec.fuse) are written fused unless this keeps the training form.
+    keep_unfused: bool = False
     # invocation only
     resume: str | None = None
     overwrite: bool = False

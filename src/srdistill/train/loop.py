@@ -270,6 +270,8 @@ def _finish(run: RunState, stopped: str, last_loss: float | None) -> TrainResult
         net = copy.deepcopy(run.ema.net if run.ema is not None else run.step_module.student)
         net = net.float().cpu().to(memory_format=torch.contiguous_format).eval()
         final = SRModel(run.student.spec, run.student.scale, run.student.hparams, net)
+        if not run.config.keep_unfused:
+            final = final.fuse()
         provenance = {
             "trained_by": "srdistill train",
             "objective": run.objective.describe(),

@@ -21,6 +21,7 @@ from ..inference import Runner, TileOutOfMemory, choose_device, choose_dtype, pa
 from ..models import SRModel
 from ..tiling import BAND_BUDGET, DEFAULT_TILE_PAD, MIN_TILE, TilePlan, auto_tile, plan_tiles, run_tiled
 from .channels import merge_channels, split_channels
+from .onnx_runner import OnnxRunner, check_backend
 from .progress import UpscaleProgress
 
 
@@ -54,20 +55,27 @@ class Upscaler:
         allow_resize: bool = True,
         threads: int | None = None,
         progress: UpscaleProgress | None = None,
+        backend: str = "torch",
     ):
         self.model = model
         self.scale = _resolve_scale(model, scale, allow_resize)
         self.progress = progress or UpscaleProgress()
+        if backend == "onnxruntime" and device in (None, "auto"):
+            device = "cpu"  # the backend is a CPU runtime: auto means the CPU here
         self.device = choose_device(device)
         self.dtype = choose_dtype(tuple(model.spec.safe_dtypes), self.device, parse_dtype(dtype))
+        self.backend = check_backend(backend, self.device, self.dtype)
         multiple = model.spec.pad_multiple(model.hparams, model.scale)
         if threads is not None and threads < 1:
             raise UsageError(f"{param('threads')} must be >= 1, got {threads}")
         if tile is not None and tile < 0:
             raise UsageError(f"{param('tile')} must be >= 0 (0: the whole image at once), got {tile}")
         # threads=None: the count is measured on the first tiles (see inference.ThreadTuner).
-        self.runner = Runner.prepare(model.net, model.scale, multiple, self.device, self.dtype,
-                                     int(model.spec.min_size), threads=threads)
+        if self.backend == "onnxruntime":
+            self.runner = OnnxRunner.prepare(model, threads=threads)
+        else:
+            self.runner = Runner.prepare(model.net, model.scale, multiple, self.device, self.dtype,
+                                         int(model.spec.min_size), threads=threads)
         self.tile_pad = DEFAULT_TILE_PAD if tile_pad is None else int(tile_pad)
         self.tta = tta
         self._tile = tile
@@ -99,7 +107,8 @@ class Upscaler:
         return height * self.scale, width * self.scale
 
     def describe(self) -> str:
-        return (f"{self.model.arch} x{self.model.scale} on {self.device.type} ({str(self.dtype).replace('torch.', '')}), "
+        runtime = "onnxruntime" if self.backend == "onnxruntime" else self.device.type
+        return (f"{self.model.arch} x{self.model.scale} on {runtime} ({str(self.dtype).replace('torch.', '')}), "
                 + (f"tile {self.tile} + pad {self.tile_pad}" if self.tile else "whole image (no tiles)")
                 + (", TTA x8" if self.tta else ""))
 
@@ -181,7 +190,7 @@ def upscale_tensor(model: SRModel, img: torch.Tensor, **options) -> torch.Tensor
     """Upscale ``img`` (C x H x W or N x C x H x W, float in [0, 1]; C = 1, 2, 3 or 4).
 
     ``options`` are :class:`Upscaler`'s (``scale``, ``tile``, ``tile_pad``, ``device``, ``dtype``,
-    ``tta``, ``allow_resize``, ``threads``, ``progress``). Tiles are streamed through the device;
+    ``tta``, ``allow_resize``, ``threads``, ``progress``, ``backend``: "torch" or "onnxruntime"). Tiles are streamed through the device;
     the result is float32 on the CPU, clamped to [0, 1]. ``tile=None`` picks the tile size from
     free device memory. See :mod:`srdistill.tiling` for when tiled output equals untiled output.
     """

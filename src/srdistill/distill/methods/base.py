@@ -31,6 +31,7 @@ from ..teacher_cache import (
     CachedTeacher,
     build_cache,
     cache_file,
+    check_cacheable,
     cache_key,
     describe_bytes,
     find_cache,
@@ -140,12 +141,12 @@ class DistillObjective(Objective):
     def _tile(device: torch.device) -> int:
         return DEFAULT_TILE.get(device.type, 128)
 
-    def _cache_key(self, images, device) -> str | None:
+    def _cache_key(self, images, device, pad: int) -> str | None:
         """Identifies teacher + data across runs; None when signals are not kept on disk."""
         if self.context.teacher_cache_dir is None or self.context.teacher_sha256 is None:
             return None  # no folder, or a teacher given as an object (nothing identifies it)
         return cache_key(self.context.teacher_sha256, [(im.name, tuple(im.hr_size)) for im in images.images],
-                         images.scale, images.hr_downscale, self._tile(device))
+                         images.scale, images.hr_downscale, self._tile(device), pad)
 
     def prepare(self, data: TrainingData) -> None:
         """Cache the teacher's signals per training image when allowed and affordable."""
@@ -166,7 +167,13 @@ class DistillObjective(Objective):
             return
         blocks = [b.teacher_block for b in self.boundaries]
         start = time.perf_counter()
-        key = self._cache_key(images, data.device)
+        try:
+            pad = check_cacheable(self.teacher, blocks)
+        except CacheUnavailable as exc:
+            warnings.warn(spell(f"teacher signals not cached: {exc}; running the teacher on every batch "
+                                f"({param('teacher_cache', 'off')} skips this check)"), DistillWarning, stacklevel=2)
+            return
+        key = self._cache_key(images, data.device, pad)
         folder = Path(self.context.teacher_cache_dir) if key else None
         found = find_cache(folder, key, blocks) if key else None
         cache = load_cache(found, len(images.images), blocks, self.teacher.scale) if found else None
@@ -175,7 +182,8 @@ class DistillObjective(Objective):
             self.cache_source = found.name
         else:
             what = "output and features" if blocks else "output"
-            data.note(f"caching the teacher's {what} on {len(images.images)} training image(s) ({describe_bytes(need)})")
+            data.note(f"caching the teacher's {what} on {len(images.images)} training image(s) ({describe_bytes(need)}; "
+                      f"tiles with a {pad}-pixel halo, the teacher's receptive field)")
             try:
                 cache = build_cache(
                     self.teacher,
@@ -185,6 +193,7 @@ class DistillObjective(Objective):
                     device=data.device,
                     autocast=data.autocast,
                     tile=self._tile(data.device),
+                    pad=pad,
                 )
             except CacheUnavailable as exc:
                 warnings.warn(f"teacher signals not cached: {exc}; running the teacher on every batch", DistillWarning, stacklevel=2)

@@ -1,4 +1,4 @@
-"""``mipkd``: Multi-granularity Mixture of Priors KD (Li et al., ICLR 2025), srdistill's reading.
+"""``mipkd``: Multi-granularity Mixture of Priors KD (Li et al., ICLR 2025), and ``mipkd-lite``.
 
 Per step (``docs/distilling.md`` explains every option and the measurements behind defaults):
 
@@ -13,9 +13,17 @@ Per step (``docs/distilling.md`` explains every option and the measurements behi
   into the mixers and the student; the teacher's blocks before k are not recomputed (routing);
 * plus ``l1`` to the ground truth and ``kd`` to the teacher's output (logits-KD).
 
-Total: l1 + l_kd*kd + l_feat*(fpm + l_ae*ae) + l_block*bpm. By default l_feat is 0 (its loss
-cost quality at CPU budgets): the mixers are then trained through the Block Prior Mixer alone, and
-a step without a routed pass mixes nothing.
+Total: l1 + l_kd*kd + l_feat*(fpm + l_ae*ae) + l_block*bpm.
+
+Two registered methods share this objective and differ only in their defaults: ``mipkd`` is the
+paper's method (random conv3x3 mixers, l_feat=1, a routed pass on every step), ``mipkd-lite`` the
+variant measured cheap on a CPU (fitted linear mixers, l_feat=0, a routed pass every 16th step),
+which is logits-KD with l_kd=3 on 15 steps of 16.
+
+A step with a routed pass runs the teacher live on the patch for *all* of that step's teacher
+signals: the routed teacher blocks see the patch, so their target must be the teacher's answer on
+the same patch (a cached target carries the whole image's context at the patch borders, and an
+all-teacher route would then have a non-zero loss there). Steps without one use the cache.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from ..features import NORMS, RunningScale, crop_to_input, match_size
 from ..mixers import ENCODERS, ChannelAdapter, FeaturePriorMixer, fit_linear, least_squares, random_mask, set_linear
 from ..routing import RoutedForward
 from ..spec import DistillContext, MethodSpec, need
+from ..teacher import LiveTeacher
 from .base import Clock, DistillObjective, l1
 
 ROUTES = ("random", "teacher", "student")
@@ -38,21 +47,31 @@ BPM_BOUNDARIES = ("one", "all")
 SWITCHES = ("once", "each")
 
 
-def random_window(height: int, width: int, area: float) -> tuple[slice, slice]:
-    """A window covering ``area`` of a height x width map, at a random place (torch's generator)."""
+def random_window(height: int, width: int, area: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column indices of a window covering ``area`` of a height x width map.
+
+    The window's corner is uniform over the whole map and the window wraps around its edges, so
+    every position is in it with the same probability (``area``): the mean of a pointwise loss
+    over the window is an unbiased estimate of its mean over the map. (A window kept inside an
+    n x n map holds a corner pixel in 1 of its (n - w + 1)^2 places and a centre pixel in up to
+    w^2 of them: 24 x 24 times as often for a quarter of a 48x48 map.) A 3x3 mixer sees the wrap seam and the window edge as
+    neighbours, so for ``encoder=conv3`` it stays an approximation; the paper's ``mipkd`` uses 1.
+    """
     h = max(1, min(height, round(height * area**0.5)))
     w = max(1, min(width, round(width * area**0.5)))
-    top = int(torch.randint(height - h + 1, (1,)))
-    left = int(torch.randint(width - w + 1, (1,)))
-    return slice(top, top + h), slice(left, left + w)
+    top = int(torch.randint(height, (1,)))
+    left = int(torch.randint(width, (1,)))
+    rows = (top + torch.arange(h)) % height
+    cols = (left + torch.arange(w)) % width
+    return rows, cols
 
 
 class MiPKD(DistillObjective):
     # Adapters (student route) and routed paths are not used every step.
     find_unused_parameters = True
 
-    def __init__(self, context: DistillContext, options: dict[str, Any]):
-        super().__init__(METHOD, context, options)
+    def __init__(self, context: DistillContext, options: dict[str, Any], spec: MethodSpec | None = None):
+        super().__init__(spec or METHOD, context, options)
         o = self.options
         self.fit = o["mixer_init"] == "fit"
         # Fitted mixers work in the normalised teacher space itself: the latent is the teacher's width.
@@ -78,8 +97,20 @@ class MiPKD(DistillObjective):
         self.teacher_route = RoutedForward(context.teacher)
         self.student_route = RoutedForward(context.student)
         self.weights = {"kd": o["l_kd"], "fpm": o["l_feat"], "ae": o["l_feat"] * o["l_ae"], "bpm": o["l_block"]}
-        self._last_bpm: torch.Tensor | None = None
-        self._last_fpm: tuple[torch.Tensor, torch.Tensor] | None = None
+        # Routed steps need the teacher on the patch itself (module doc).
+        self.live = LiveTeacher(self.teacher, [b.teacher_block for b in self.boundaries])
+
+    @property
+    def routes_every_step(self) -> bool:
+        return self.options["bpm_every"] == 1 and self.options["l_block"] > 0
+
+    def prepare(self, data) -> None:
+        # A routed pass on every step runs the teacher live on every step: a cache would be
+        # built and never read.
+        if self.routes_every_step and self.teacher_cache_mode != "off":
+            data.note("the Block Prior Mixer routes every step, so the teacher runs live on each patch (no cache)")
+            return
+        super().prepare(data)
 
     def trainable(self) -> dict[str, nn.Module]:
         return {
@@ -148,7 +179,7 @@ class MiPKD(DistillObjective):
         feature_loss = o["l_feat"] > 0
         mixing = feature_loss or bool(routes) or fitting
         sr, student_feats = self.student_forward(student, batch.lr, features=mixing)
-        teacher = self.teacher_signal(batch)
+        teacher = self.live(batch) if routes else self.teacher_signal(batch)
         out = {"l1": l1(sr, batch.hr), "kd": l1(sr, teacher.output)}
         if fitting:
             self._fit(student_feats, teacher.features)
@@ -159,11 +190,12 @@ class MiPKD(DistillObjective):
                 continue
             fs = match_size(fs, ft.shape[-2:])
             if k not in routed and o["fpm_area"] < 1:
-                # The mixer is pointwise (conv1) or nearly so: a random window of the maps gives an
-                # unbiased estimate of its losses at a fraction of the cost. A boundary routed
-                # through the Block Prior Mixer this step needs the whole mixed map.
-                window = random_window(ft.shape[-2], ft.shape[-1], o["fpm_area"])
-                ft, fs = ft[..., window[0], window[1]], fs[..., window[0], window[1]]
+                # A random (wrapping) window of the maps: for a pointwise mixer an unbiased
+                # estimate of its losses at a fraction of the cost (random_window). A boundary
+                # routed through the Block Prior Mixer this step needs the whole mixed map.
+                rows, cols = random_window(ft.shape[-2], ft.shape[-1], o["fpm_area"])
+                ft = ft.index_select(-2, rows.to(ft.device)).index_select(-1, cols.to(ft.device))
+                fs = fs.index_select(-2, rows.to(fs.device)).index_select(-1, cols.to(fs.device))
             t = self.norm_teacher[k](ft.float())
             s = self.norm_student[k](fs)
             mask = random_mask(t.new_empty((t.shape[0], self.latents[k], t.shape[2], t.shape[3])), o["mask_ratio"])
@@ -171,13 +203,10 @@ class MiPKD(DistillObjective):
             fpm = fpm + l1(mixed, t)
             ae = ae + l1(auto, t)
             mixed_features[k] = mixed
+        # Terms not computed this step are left out, not filled in: the logged loss is then the
+        # loss that was optimised, and a term's logged mean is its mean contribution per step.
         if mixed_features:
             out["fpm"], out["ae"] = fpm / len(mixed_features), ae / len(mixed_features)
-            self._last_fpm = (out["fpm"].detach(), out["ae"].detach())
-        else:
-            # No mixing this step (l_feat=0, no routed pass): the last measured values, as
-            # constants, keep the logged terms the same from step to step.
-            out["fpm"], out["ae"] = self._last_fpm or (fpm, ae)
         if routes:
             bpm = sr.new_zeros((), dtype=torch.float32)
             sizes = [{"teacher": ft.shape[-2:], "student": fs.shape[-2:]} for fs, ft in zip(student_feats, teacher.features)]
@@ -185,11 +214,6 @@ class MiPKD(DistillObjective):
                 y = self._route(student, batch.lr, k, mixed_features[k], nets, sizes)
                 bpm = bpm + l1(y, teacher.output)
             out["bpm"] = bpm / len(routes)
-            self._last_bpm = out["bpm"].detach()
-        elif o["bpm_every"] > 0 and o["l_block"] > 0:
-            # Steps without a routed forward report the last measured value (a constant: no
-            # gradient), so logs average a real BPM loss instead of zeros.
-            out["bpm"] = self._last_bpm if self._last_bpm is not None else sr.new_zeros((), dtype=torch.float32)
         return out
 
     @torch.no_grad()
@@ -216,64 +240,109 @@ class MiPKD(DistillObjective):
         return out
 
 
-def _check(o: dict[str, Any]) -> None:
-    for key in ("l_kd", "l_feat", "l_ae", "l_block"):
-        need(o[key] >= 0, "mipkd", key, "must be 0 or more")
-    need(o["latent"] >= 0, "mipkd", "latent", "must be 0 (auto: the widest student boundary) or a positive width")
-    need(0 <= o["mask_ratio"] <= 1, "mipkd", "mask_ratio", f"is the teacher's share of the mask, in [0, 1], got {o['mask_ratio']}")
-    need(o["mixer_init"] != "fit" or o["encoder"] == "linear", "mipkd", "mixer_init",
-         "fit needs encoder=linear (a fitted start is defined for linear mixers)")
-    need(o["mixer_init"] != "fit" or o["latent"] == 0, "mipkd", "latent",
-         "fitted mixers work in the teacher's feature space: leave latent=0")
-    need(0 < o["fpm_area"] <= 1, "mipkd", "fpm_area", f"is a share of the map in (0, 1], got {o['fpm_area']}")
-    need(o["bpm_every"] >= 0, "mipkd", "bpm_every", "must be 0 (no Block Prior Mixer) or a number of steps")
+def _checker(method: str):
+    def check(o: dict[str, Any]) -> None:
+        for key in ("l_kd", "l_feat", "l_ae", "l_block"):
+            need(o[key] >= 0, method, key, "must be 0 or more")
+        need(o["latent"] >= 0, method, "latent", "must be 0 (auto: the widest student boundary) or a positive width")
+        need(0 <= o["mask_ratio"] <= 1, method, "mask_ratio", f"is the teacher's share of the mask, in [0, 1], got {o['mask_ratio']}")
+        need(o["mixer_init"] != "fit" or o["encoder"] == "linear", method, "mixer_init",
+             "fit needs encoder=linear and latent=0 (a fitted start is defined for linear mixers; mipkd-lite uses it); or set mixer_init=random")
+        need(o["mixer_init"] != "fit" or o["latent"] == 0, method, "latent",
+             "fitted mixers work in the teacher's feature space: leave latent=0")
+        need(0 < o["fpm_area"] <= 1, method, "fpm_area", f"is a share of the map in (0, 1], got {o['fpm_area']}")
+        need(o["bpm_every"] >= 0, method, "bpm_every", "must be 0 (no Block Prior Mixer) or a number of steps")
 
+    return check
+
+
+# The paper's method. Where the paper gives no value, the help says so and why ours.
+PAPER_OPTIONS = {
+    "l_kd": 1.0,
+    "l_feat": 1.0,
+    "l_ae": 1.0,
+    "l_block": 0.1,
+    "latent": 64,
+    "encoder": "conv3",
+    "mixer_init": "random",
+    "mask_ratio": 0.5,
+    "fpm_area": 1.0,
+    "norm": "channel",
+    "bpm_every": 1,
+    "bpm_boundaries": "one",
+    "route": "random",
+    "switch": "once",
+}
+
+OPTION_HELP = {
+    "l_kd": "weight of L1(student output, teacher output); the paper's total loss has this logits-KD term, its weight is not stated: 1",
+    "l_feat": "weight of the Feature Prior Mixer loss L1(decoded mix, teacher feature) (paper: 1, its ablation's best; 0: the mixers only feed the Block Prior Mixer)",
+    "l_ae": "auto-encoder loss L1(D(E_T(t)), t), relative to l_feat (the paper has the loss, not its weight: 1)",
+    "l_block": "weight of the Block Prior Mixer loss L1(routed output, teacher output) (paper: 0.1, its ablation's best)",
+    "latent": "latent width C_z of the mixers' encoders/decoder (the paper leaves it open: 64, the width of its EDSR/RCAN features; 0: the widest student boundary; fitted: the teacher's width)",
+    "encoder": "encoder/decoder shape: conv3 (3x3 conv, act, 3x3 conv; the paper's CNN), conv1 (1x1 convs), linear (one 1x1 conv)",
+    "mixer_init": "random (the paper), or fit (linear mixers only): teacher encoder/decoder at the identity, student encoder and adapters by least squares on the first batch",
+    "mask_ratio": "probability that a latent element comes from the teacher, i.i.d. over (C_z, H, W) per sample and step (the paper's random 3D mask; its ratio is not stated: 0.5, the unbiased mix)",
+    "fpm_area": "share of each feature map the Feature Prior Mixer sees per step (a random window, every position equally likely; 1: all, the paper)",
+    "norm": "feature scaling before mixing: channel (running per-channel std), global, none (the paper is silent: channel, because SwinIR's features grow by orders of magnitude with depth and the deepest boundary would dominate the L1 terms)",
+    "bpm_every": "run the Block Prior Mixer's routed forward every N steps (the paper: every step, 1; 0: never)",
+    "bpm_boundaries": "boundaries routed per BPM step: one (drawn at random) or all (the paper is silent: one, a single routed forward per step; all adds one per boundary)",
+    "route": "network after the boundary: random (teacher or student, 50/50: the paper's R_k), teacher, student",
+    "switch": "routed path picks a network once, or again at every later boundary (each) (the paper is silent: once, one switch of networks per routed pass)",
+}
+
+CHOICES = {
+    "encoder": ENCODERS,
+    "mixer_init": ("random", "fit"),
+    "norm": NORMS,
+    "bpm_boundaries": BPM_BOUNDARIES,
+    "route": ROUTES,
+    "switch": SWITCHES,
+}
+
+REFERENCE = "Li et al., Knowledge Distillation with Multi-granularity Mixture of Priors for Image Super-Resolution, ICLR 2025"
 
 METHOD = MethodSpec(
     id="mipkd",
-    title="MiPKD: Feature and Block Prior Mixers at matched boundaries, plus logits-KD",
+    title="MiPKD as in the paper: random conv3x3 Feature Prior Mixers (l_feat=1, auto-encoder loss), "
+    "a Block Prior Mixer pass on every step (l_block=0.1), plus logits-KD",
     build=MiPKD,
-    options={
-        "l_kd": 3.0,
-        "l_feat": 0.0,
-        "l_ae": 1.0,
-        "l_block": 0.1,
-        "latent": 0,
-        "encoder": "linear",
-        "mixer_init": "fit",
-        "mask_ratio": 0.5,
-        "fpm_area": 0.25,
-        "norm": "channel",
-        "bpm_every": 16,
-        "bpm_boundaries": "one",
-        "route": "random",
-        "switch": "once",
-    },
-    option_help={
-        "l_kd": "weight of L1(student output, teacher output)",
-        "l_feat": "weight of the Feature Prior Mixer loss L1(decoded mix, teacher feature) (0: the mixers only feed the Block Prior Mixer)",
-        "l_ae": "auto-encoder loss weight, relative to l_feat",
-        "l_block": "weight of the Block Prior Mixer loss L1(routed output, teacher output)",
-        "latent": "latent width C_z of the mixers' encoders/decoder (0: the widest student boundary; fitted: the teacher's width)",
-        "encoder": "encoder/decoder shape: conv3 (3x3 conv, act, 3x3 conv; the paper's CNN), conv1 (1x1 convs), linear (one 1x1 conv)",
-        "mixer_init": "random, or fit (linear mixers only): teacher encoder/decoder at the identity, student encoder and adapters by least squares on the first batch",
-        "mask_ratio": "probability that a latent element comes from the teacher (the 3D mask's mean)",
-        "fpm_area": "share of each feature map the Feature Prior Mixer sees per step (a random window; 1: all)",
-        "norm": "feature scaling before mixing: channel (running per-channel std), global, none",
-        "bpm_every": "run the Block Prior Mixer's routed forward every N steps (0: never)",
-        "bpm_boundaries": "boundaries routed per BPM step: one (drawn at random) or all",
-        "route": "network after the boundary: random (teacher or student, 50/50), teacher, student",
-        "switch": "routed path picks a network once, or again at every later boundary (each)",
-    },
-    choices={
-        "encoder": ENCODERS,
-        "mixer_init": ("random", "fit"),
-        "norm": NORMS,
-        "bpm_boundaries": BPM_BOUNDARIES,
-        "route": ROUTES,
-        "switch": SWITCHES,
-    },
-    check=_check,
+    options=PAPER_OPTIONS,
+    option_help=OPTION_HELP,
+    choices=CHOICES,
+    check=_checker("mipkd"),
     uses_features=True,
-    reference="Li et al., Knowledge Distillation with Multi-granularity Mixture of Priors for Image Super-Resolution, ICLR 2025",
+    reference=REFERENCE,
+)
+
+# The variant measured on CPU budgets (benchmarks/RESULTS.md, kd_quality): fitted linear mixers
+# trained only through a Block Prior Mixer pass every 16th step, output KD at weight 3. At 2400
+# steps it ties logits-KD; it is not the paper's method, hence its own name.
+LITE_OPTIONS = {
+    **PAPER_OPTIONS,
+    "l_kd": 3.0,
+    "l_feat": 0.0,
+    "latent": 0,
+    "encoder": "linear",
+    "mixer_init": "fit",
+    "fpm_area": 0.25,
+    "bpm_every": 16,
+}
+
+
+def _build_lite(context: DistillContext, options: dict[str, Any]) -> MiPKD:
+    return MiPKD(context, options, LITE)
+
+
+LITE = MethodSpec(
+    id="mipkd-lite",
+    title="MiPKD's mixers made cheap: fitted linear mixers, a Block Prior Mixer pass every 16th step, "
+    "no Feature Prior Mixer loss; logits-KD (l_kd=3) on the other steps",
+    build=_build_lite,
+    options=LITE_OPTIONS,
+    option_help=OPTION_HELP,
+    choices=CHOICES,
+    check=_checker("mipkd-lite"),
+    uses_features=True,
+    reference=REFERENCE + " (a cheap variant, not the paper's configuration)",
 )
