@@ -162,11 +162,14 @@ def _closest(tensors: Mapping[str, torch.Tensor], specs: Mapping[str, ArchSpec])
     return sorted(scores, reverse=True)
 
 
-def identify(raw: RawModelFile, arch: str | None = None, loader: str | None = None) -> tuple[ArchSpec, Detection, str]:
+def identify(
+    raw: RawModelFile, arch: str | None = None, loader: str | None = None, skip: frozenset[str] = frozenset()
+) -> tuple[ArchSpec, Detection, str]:
     """Which arch, scale and hparams a file holds, and how we know ("metadata" or "detected").
 
     ``loader`` limits which distributions' architectures may claim the file (see
-    :mod:`srdistill.archs.loaders`; None: the enclosing ``loader_choice``, by default any)."""
+    :mod:`srdistill.archs.loaders`; None: the enclosing ``loader_choice``, by default any).
+    ``skip``: architectures already tried whose build did not fit the file's tensors."""
     from .archs import loaders
 
     meta_arch = raw.metadata.get(META_PREFIX + "arch")
@@ -201,11 +204,16 @@ def identify(raw: RawModelFile, arch: str | None = None, loader: str | None = No
         return spec, Detection(scale, spec.resolve(hp), via="srdistill metadata"), "metadata"
 
     specs = {arch: get_arch(arch)} if arch else loaders.candidate_specs(loader)
+    specs = {key: spec for key, spec in specs.items() if key not in skip}
     for spec in _detection_order(specs):
         try:
             found = spec.detect(raw.tensors)
-        except SrdistillError:
-            raise  # a spec that recognised its layout and found it broken says so precisely
+        except SrdistillError as exc:
+            # A spec that recognised its layout and found it broken says so precisely; detectors
+            # see tensors, not files, so the file is named here.
+            if str(raw.path) not in exc.template:
+                exc.args = (f"{raw.path}: {exc.template}", *exc.args[1:])
+            raise
         except Exception as exc:  # noqa: BLE001 - a buggy plugin detector must not block the others
             import warnings
 
@@ -286,16 +294,36 @@ def load_model(
     that several could read; None follows the enclosing :func:`srdistill.archs.loaders.loader_choice`.
     """
     raw = read_model_file(resolve_model_ref(path))
-    spec, det, how = identify(raw, arch, loader)
-    resolved = dict(det.hparams)
-    assumed = tuple(det.assumed)
-    if hparams:
-        overrides = coerce_hparams(spec.id, spec.defaults, hparams)
-        resolved.update(overrides)
-        assumed = tuple(a for a in assumed if a not in overrides)
-    net = spec.instantiate(det.scale, resolved)
-    tensors = spec.adapt_state_dict(raw.tensors) if spec.adapt_state_dict is not None else raw.tensors
-    check_state_dict(net, tensors, describe(spec, det.scale, resolved), raw.path)
+    tried: set[str] = set()
+    first_mismatch: ShapeMismatchError | None = None
+    while True:
+        try:
+            spec, det, how = identify(raw, arch, loader, skip=frozenset(tried))
+        except UnknownArchitectureError as exc:
+            # Nothing else recognised it: the first mismatch says most. A named refusal (a
+            # subclass: a plugin that knows the family and why it cannot serve) says more.
+            if first_mismatch is not None and type(exc) is UnknownArchitectureError:
+                raise first_mismatch from None
+            raise
+        resolved = dict(det.hparams)
+        assumed = tuple(det.assumed)
+        if hparams:
+            overrides = coerce_hparams(spec.id, spec.defaults, hparams)
+            resolved.update(overrides)
+            assumed = tuple(a for a in assumed if a not in overrides)
+        net = spec.instantiate(det.scale, resolved)
+        tensors = spec.adapt_state_dict(raw.tensors) if spec.adapt_state_dict is not None else raw.tensors
+        try:
+            check_state_dict(net, tensors, describe(spec, det.scale, resolved), raw.path)
+            break
+        except ShapeMismatchError as exc:
+            # Key rules can match a look-alike layout (MMRealSR's looks like RRDBNet's) that the
+            # built network then does not fit: another architecture (a loader plugin) may read it.
+            # Only for detection: metadata, an explicit arch or given hparams are the user's word.
+            if how != "detected" or arch is not None or hparams:
+                raise
+            first_mismatch = first_mismatch or exc
+            tried.add(spec.id)
     net.load_state_dict(tensors, strict=True)
     net.eval().to(device)
     meta = _read_provenance(raw)

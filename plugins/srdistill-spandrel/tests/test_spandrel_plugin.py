@@ -74,6 +74,18 @@ def test_builtins_keep_priority_over_spandrel(tmp_path):
     assert spandrel().MAIN_REGISTRY.load(dict(model.net.state_dict())).architecture.id == "ESRGAN"
 
 
+def test_a_look_alike_a_builtin_cannot_build_goes_on_to_spandrel(tmp_path):
+    """MMRealSR's keys pass the built-in rrdbnet's key rules, but an RRDBNet does not fit them: the
+    file goes on to the plugin, which names the family and why it refuses it (spandrel runs it
+    through its own call), instead of calling it a broken RRDBNet."""
+    net = loader.model_class("MMRealSR")(num_in_ch=3, num_out_ch=3, num_feat=8, num_block=1, num_grow_ch=4, scale=4)
+    path = _write(tmp_path, "mmrealsr", net)
+    assert get_arch("rrdbnet").detect(net.state_dict()) is not None  # the look-alike
+    with pytest.raises(UnknownArchitectureError) as err:
+        load_model(path)
+    assert "MMRealSR" in str(err.value) and str(path) in str(err.value) and "rrdbnet" not in str(err.value)
+
+
 def test_saved_student_loads_back_and_spandrel_reads_it(tmp_path):
     student = build_model("srvgg-compact", 4, seed=0)
     path = save_model(student, tmp_path / "student.safetensors")
