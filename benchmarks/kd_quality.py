@@ -16,7 +16,8 @@ side by side with the teacher and bicubic. Two comparisons:
 
 Variants of a method: ``--variant 'lite-every4=mipkd-lite:K=4,bpm_every=4'`` (``K`` is the boundary
 count, ``cache=off`` runs the teacher live on every batch (the live-teacher rows), the rest are
-method options). Teacher signals are cached once in
+method options; ``zoom_in``, ``zoom_out``, ``consistency``, ``unlabeled`` and ``unlabeled_ratio``
+are teacher-labelled samples, passed to ``distill``). Teacher signals are cached once in
 ``WORK/cache`` and reused by every run (the first run's cache build time is recorded, so the
 equal-time budget can count it or not).
 Runs are recorded one JSON line each in ``WORK/runs.jsonl`` and skipped when run again, so an
@@ -40,6 +41,9 @@ from srdistill.train.progress import TrainCallback
 
 # mipkd is the paper's method, mipkd-lite the cheap variant (docs/distilling.md).
 DEFAULT_METHODS = ("scratch", "logits", "fitnet", "fakd", "mipkd-lite", "mipkd")
+# Variant keys that are distill() arguments rather than method options (docs/distilling.md,
+# "Distilling on your own images"): --variant 'zoom=logits:zoom_in=0.25,zoom_out=0.25,consistency=0.5'.
+LABELLED_KEYS = ("zoom_in", "zoom_out", "consistency", "unlabeled", "unlabeled_ratio")
 
 
 class Quiet(TrainCallback):
@@ -72,6 +76,9 @@ def run_one(args, label: str, method: str, options: dict, seed: int, steps: int,
     k = int(options.pop("K")) if "K" in options else None
     # ``cache=off`` in a variant runs the teacher live on every batch (the live-teacher rows).
     cache = options.pop("cache", None)
+    # Teacher-labelled samples in a variant: zoom_in, zoom_out, consistency, unlabeled, unlabeled_ratio.
+    labelled = {key: options.pop(key) for key in LABELLED_KEYS if key in options}
+    labelled = {key: value if key == "unlabeled" else float(value) for key, value in labelled.items()}
     started = time.perf_counter()
     result = distill(
         args.teacher, args.student, args.data, method=method, method_options=options, k=k,
@@ -79,14 +86,15 @@ def run_one(args, label: str, method: str, options: dict, seed: int, steps: int,
         student_options=dict(kv.split("=", 1) for kv in args.student_opt),
         callback=Quiet(), steps=steps, seed=seed, batch_size=args.batch_size, patch_size=args.patch_size,
         hr_downscale=args.hr_downscale, lr=args.lr, run_dir=str(run_dir), val_every=0, checkpoint_every=0,
-        log_every=10, threads=args.threads or 0,
+        log_every=10, threads=args.threads or 0, **labelled,
     )
     wall = time.perf_counter() - started
     student = load_model(result.output)
     objective = student.metadata["provenance"].get("objective", {})
     scores = evaluate({label: student}, args.val, student.scale, bicubic=False)
     return {
-        "regime": regime, "label": label, "method": method, "options": options, "seed": seed, "steps": result.steps,
+        "regime": regime, "label": label, "method": method, "options": {**options, **labelled}, "seed": seed,
+        "steps": result.steps,
         "train_seconds": result.elapsed, "cache_seconds": objective.get("teacher_cache_seconds") or 0.0,
         "wall_seconds": wall, "signal": objective.get("teacher_signal", "-"),
         "cache_source": objective.get("teacher_cache_source"),

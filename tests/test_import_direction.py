@@ -25,7 +25,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 # Keys are top-level modules or packages of src/srdistill (a package covers its submodules).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # Plain Python, no model knowledge: errors, settings parsing, host facts.
-    ("foundation", ("_version", "errors", "hparams", "memory", "precision", "rng")),
+    ("foundation", ("_version", "allocator", "errors", "hparams", "memory", "precision", "rng")),
     # Generic infrastructure that knows nothing of architectures or methods.
     # ``inference`` (a network on a device) and ``tiling`` serve train, distill and upscale alike.
     ("infrastructure", ("registry", "io", "metrics", "data", "inference", "tiling")),

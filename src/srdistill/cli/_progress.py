@@ -66,6 +66,10 @@ class ConsoleProgress(TrainCallback):
             f"data: {data['images']} image(s), {data['megapixels']} MP from {escape(data['data'])}; LR {escape(data['lr_source'])}; "
             f"{'cached in memory' if data['cached'] else 'decoded per patch (not cached)'}; {data['validation_images']} validation image(s)"
         )
+        if data.get("teacher_labelled"):
+            from ..data.teacher_labelled import describe_line
+
+            console.print(escape(describe_line(data["teacher_labelled"])))
         budget = " / ".join(p for p in (f"{info['steps']} steps" if info["steps"] else "", f"{fmt_time(info['max_time'])} max" if info["max_time"] else "") if p)
         console.print(
             f"{info['device']}, {info['precision']}, {'channels_last' if info['channels_last'] else 'NCHW'}, {info['threads']} thread(s), "

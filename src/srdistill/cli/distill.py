@@ -100,6 +100,15 @@ def distill(
     teacher_cache_dir: Path = typer.Option(None, "--teacher-cache-dir", help="Keep cached teacher signals here and reuse them in later runs (same teacher, data, boundaries)."),
     protocol: str = typer.Option(None, "--protocol", help=f"Training recipe for any pair, under flags and the config file's keys: "
                                  f"{'; '.join(f'{p.name}: {p.summary}' for p in PROTOCOLS.values())}."),
+    unlabeled: Path = typer.Option(None, "--unlabeled", help="Folder of images at the resolution the student receives, with no HR originals: "
+                                   "the teacher's output is their only label. Alone, or mixed with --data (see --unlabeled-ratio)."),
+    unlabeled_ratio: float = typer.Option(None, "--unlabeled-ratio", help="Share of samples drawn from --unlabeled when --data is given too (default 0.5)."),
+    zoom_in: float = typer.Option(None, "--zoom-in", help="Probability per paired-image sample of feeding a patch-sized crop of the HR image instead, "
+                                  "labelled by the teacher (DUKD's zoom-in; the teacher runs live on these)."),
+    zoom_out: float = typer.Option(None, "--zoom-out", help="Probability per paired-image sample of feeding the LR image shrunk once more by the scale "
+                                   "(MATLAB bicubic), labelled by the teacher."),
+    consistency: float = typer.Option(None, "--consistency", help="Probability per teacher-labelled sample of a random flip/transpose of the "
+                                      "student's input, undone on its output and features (label consistency)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the matched boundaries, mixer size and method options, then exit."),
     engine: EngineFlags,  # --data, --scale, --steps, ... (see engine_options.py)
     json_out: bool = typer.Option(False, "--json", help="No live display; print a JSON summary at the end."),
@@ -113,6 +122,7 @@ def distill(
         teacher=teacher, teacher_options=parse_opts(teacher_opt), student_arch=student_arch, student_options=parse_opts(student_opt), student_file=student,
         method=method, method_options=parse_opts(method_opt), k=k, boundaries=boundaries,
         teacher_cache=teacher_cache, teacher_cache_dir=teacher_cache_dir, protocol=protocol,
+        unlabeled=unlabeled, unlabeled_ratio=unlabeled_ratio, zoom_in=zoom_in, zoom_out=zoom_out, consistency=consistency,
     )
     # Flags > the --config file's [distill] table > the resumed run's distill.json (distill/settings.py).
     prepared = prepare_run(explicit, given, config_file=engine.config, document=engine.toml(),

@@ -280,13 +280,19 @@ class PatchDataset(Dataset):
 def collate_patches(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Stack H x W x 3 patches into N x 3 x H x W uint8 tensors *in channels_last layout* (a
     permuted view of the stacked array): the step wants that layout, so no copy converts it.
-    (``torch.stack`` of small uint8 tensors is also surprisingly slow on CPU: ~100x numpy here.)"""
-    return {
-        "lr": torch.from_numpy(np.stack([it["lr"] for it in items])).permute(0, 3, 1, 2),
-        "hr": torch.from_numpy(np.stack([it["hr"] for it in items])).permute(0, 3, 1, 2),
-        "index": torch.tensor([it["index"] for it in items], dtype=torch.int64),
-        "image": torch.tensor([it["image"] for it in items], dtype=torch.int64),
-    }
+    (``torch.stack`` of small uint8 tensors is also surprisingly slow on CPU: ~100x numpy here.)
+
+    Teacher-labelled streams (data/teacher_labelled.py) add ``teacher_only`` and ``consistency``
+    per sample, and have no ``hr`` when the run has no paired data."""
+    out = {"lr": torch.from_numpy(np.stack([it["lr"] for it in items])).permute(0, 3, 1, 2)}
+    if "hr" in items[0]:
+        out["hr"] = torch.from_numpy(np.stack([it["hr"] for it in items])).permute(0, 3, 1, 2)
+    out["index"] = torch.tensor([it["index"] for it in items], dtype=torch.int64)
+    out["image"] = torch.tensor([it["image"] for it in items], dtype=torch.int64)
+    if "teacher_only" in items[0]:
+        out["teacher_only"] = torch.tensor([it["teacher_only"] for it in items], dtype=torch.bool)
+        out["consistency"] = torch.tensor([it["consistency"] for it in items], dtype=torch.int64)
+    return out
 
 
 class StreamBatches(Sampler[list[int]]):

@@ -35,6 +35,7 @@ from .mixers import parameter_count
 from .registry import get_method
 from .settings import DEFAULT_METHOD, DEFAULT_METHOD_NOTE, SETTINGS_FILE, DistillSettings, get_protocol
 from .spec import DistillContext, MethodSpec, check_cache_mode
+from ..data.teacher_labelled import TeacherLabelled
 
 
 class DistillNote(UserWarning):
@@ -184,11 +185,18 @@ def plan_distillation(
     seed: int = 0,
     total_steps: int | None = None,
     teacher_options: Mapping[str, Any] | None = None,
+    teacher_labelled: TeacherLabelled | None = None,
 ) -> DistillPlan:
-    """Check every input and build the method's objective; reads no training data."""
+    """Check every input and build the method's objective; reads no training data.
+    ``teacher_labelled``: unlabeled / zoom samples and label consistency (data/teacher_labelled.py)."""
     check_cache_mode(teacher_cache)  # before the teacher is read
     spec = get_method(method)
     options = spec.resolve(method_options)
+    if teacher_labelled is not None and teacher_labelled.active and not spec.uses_teacher:
+        raise UsageError(
+            f"method {spec.id} has no teacher, so it cannot learn from teacher-labelled samples "
+            f"({param('unlabeled')}, {param('zoom_in')}, {param('zoom_out')}, {param('consistency')}); use a teacher-based method such as logits"
+        )
     teacher_file = None
     if isinstance(teacher, SRModel):
         teacher_model = teacher
@@ -218,6 +226,7 @@ def plan_distillation(
     context = DistillContext(
         teacher_model, student, found, total_steps=total_steps, seed=seed, teacher_cache=teacher_cache,
         teacher_cache_dir=str(teacher_cache_dir) if teacher_cache_dir else None, teacher_sha256=teacher_sha256,
+        teacher_labelled=teacher_labelled if teacher_labelled is not None and teacher_labelled.active else None,
     )
     objective = spec.build(context, options)
     return DistillPlan(
@@ -297,11 +306,15 @@ def prepare_run(
         given = {**given, **{key: engine[key] for key in protocol_keys}}
     if settings.teacher is None:
         raise UsageError(f"no teacher given; pass {param('teacher')} FILE (any model file `srdistill inspect` can read)")
+    labelled = settings.teacher_labelled()
     config = None
     if not dry_run:
         # Checked before the teacher is even read; the student's arch is filled in from the plan.
+        # With unlabeled images, paired data is optional (_UnpairedConfig).
         config = build_config({**engine, "arch": settings.student_arch or "student"}, config_file,
+                              cls=_UnpairedConfig if labelled.unlabeled is not None else TrainConfig,
                               tables=("distill",), document=document)
+        _check_teacher_labelled(labelled, config)
         seed, steps = config.seed, config.steps
     else:
         seed, steps = int(given.get("seed") or 0), given.get("steps")
@@ -320,7 +333,10 @@ def prepare_run(
         teacher_options=settings.teacher_options,
         seed=seed,
         total_steps=int(steps) if steps else None,
+        teacher_labelled=labelled,
     )
+    if config is not None:
+        _check_teacher_size_rules(labelled, plan.teacher, config.patch_size)
     if settings.teacher_sha256 and plan.teacher_sha256 and plan.teacher_sha256 != settings.teacher_sha256:
         raise UsageError(
             f"{param('teacher')} {plan.teacher_file} is not the teacher run {run_dir} was started with (its sha256 differs); "
@@ -334,6 +350,34 @@ def prepare_run(
             config = replace(config, patch_size=protocol.engine_defaults(plan.teacher.scale)["patch_size"])
         validate(config)
     return PreparedRun(plan, settings, config, method_note)
+
+
+class _UnpairedConfig(TrainConfig):
+    """The engine configuration of a run that may have no paired data (``unlabeled`` images only)."""
+
+    data_required = False
+
+
+def _check_teacher_labelled(labelled: TeacherLabelled, config: TrainConfig) -> None:
+    """What the teacher-labelled settings need from the engine's, refused before any model work."""
+    if config.data is None and labelled.unlabeled is None:
+        raise UsageError(f"no training data given; pass {param('data')} DIR of HR images and/or {param('unlabeled')} DIR of low-resolution images")
+    labelled.check(has_paired=config.data is not None)
+    if config.data is None and config.val_fraction:
+        raise UsageError(f"{param('val_fraction')} holds out paired images and this run has none (only {param('unlabeled')}); validate with {param('val_data')} DIR")
+
+
+def _check_teacher_size_rules(labelled: TeacherLabelled, teacher: SRModel, patch_size: int) -> None:
+    """Zoom-in crops always go through a live teacher, so they must be sizes it takes as they are."""
+    if labelled.zoom_in <= 0:
+        return
+    multiple, smallest = teacher.pad_multiple, teacher.spec.min_size
+    if patch_size % multiple or patch_size < smallest:
+        fit = -(-max(patch_size, smallest) // multiple) * multiple
+        raise UsageError(
+            f"{param('zoom_in')} runs the teacher ({teacher.arch}) on {patch_size}x{patch_size} HR crops, but it takes sides that are "
+            f"multiples of {multiple} and at least {smallest} (its window/size rule) and would pad this crop; use {param('patch_size')} {fit}"
+        )
 
 
 def distill(
@@ -353,6 +397,11 @@ def distill(
     callback: TrainCallback | None = None,
     teacher_options: Mapping[str, Any] | None = None,
     protocol: str | None = None,
+    unlabeled: str | Path | None = None,
+    unlabeled_ratio: float | None = None,
+    zoom_in: float | None = None,
+    zoom_out: float | None = None,
+    consistency: float | None = None,
     **engine_options: Any,
 ) -> TrainResult:
     """Distil ``teacher`` into a fresh ``student_arch`` (or ``student_file``) on the images in ``data``.
@@ -366,6 +415,13 @@ def distill(
     default method is ``logits`` (the best measured at CPU budgets, docs/distilling.md).
     ``protocol="paper"`` applies the MiPKD paper's training (settings.PROTOCOLS) under any
     options given explicitly.
+
+    Teacher-labelled samples (docs/distilling.md, "Distilling on your own images"): ``unlabeled``
+    is a folder of images at the resolution the student receives, labelled by the teacher alone;
+    with ``data`` too, ``unlabeled_ratio`` of the samples come from it (default 0.5), without
+    ``data`` all do. ``zoom_in``/``zoom_out`` are probabilities per paired-image sample of feeding
+    an HR crop / a twice-shrunk LR crop instead, labelled by the teacher; ``consistency`` the
+    probability that a teacher-labelled sample goes through a flip/transpose undone on the output.
     """
     config_file = Path(config) if isinstance(config, (str, Path)) else None
     if isinstance(config, TrainConfig):
@@ -381,7 +437,8 @@ def distill(
         teacher=teacher, teacher_options=teacher_options or {}, student_arch=student_arch,
         student_options=student_options or {}, student_file=student_file, method=method,
         method_options=method_options or {}, k=k, boundaries=boundaries, teacher_cache=teacher_cache,
-        teacher_cache_dir=teacher_cache_dir, protocol=protocol,
+        teacher_cache_dir=teacher_cache_dir, protocol=protocol, unlabeled=unlabeled, unlabeled_ratio=unlabeled_ratio,
+        zoom_in=zoom_in, zoom_out=zoom_out, consistency=consistency,
     )
     prepared = prepare_run(explicit, engine, config_file=config_file, scale=int(scale) if scale is not None else None)
     return prepared.run(callback)

@@ -90,7 +90,12 @@ TOML_KEYS: dict[str, tuple[str, type]] = {
     "student": ("student_file", str), "method": ("method", str), "method_opt": ("method_options", dict),
     "K": ("k", int), "boundaries": ("boundaries", str), "teacher_cache": ("teacher_cache", str),
     "teacher_cache_dir": ("teacher_cache_dir", str), "protocol": ("protocol", str),
+    # Teacher-labelled samples (data/teacher_labelled.py).
+    "unlabeled": ("unlabeled", str), "unlabeled_ratio": ("unlabeled_ratio", float), "zoom_in": ("zoom_in", float),
+    "zoom_out": ("zoom_out", float), "consistency": ("consistency", float),
 }
+# The settings of teacher-labelled samples, as DistillSettings fields (data.teacher_labelled.TeacherLabelled).
+TEACHER_LABELLED_KEYS = ("unlabeled", "unlabeled_ratio", "zoom_in", "zoom_out", "consistency")
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,13 @@ class DistillSettings:
     protocol: str | None = None  # a name in PROTOCOLS
     # Recorded by a run: a resumed run refuses a different teacher file.
     teacher_sha256: str | None = None
+    # Teacher-labelled samples: a folder of LR-sized images, its share of the samples, and the
+    # zoom-in / zoom-out / consistency probabilities (data/teacher_labelled.py; None: not given).
+    unlabeled: str | Path | None = None
+    unlabeled_ratio: float | None = None
+    zoom_in: float | None = None
+    zoom_out: float | None = None
+    consistency: float | None = None
 
     # -- the layers -------------------------------------------------------------------------------
     @classmethod
@@ -128,8 +140,11 @@ class DistillSettings:
             if key not in TOML_KEYS:
                 raise UsageError(f"{path}: unknown key {key!r} in [distill]; known keys: {', '.join(TOML_KEYS)}")
             name, kind = TOML_KEYS[key]
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)  # zoom_in = 0 is a probability too
             if not isinstance(value, kind) or isinstance(value, bool):
-                raise UsageError(f"{path}: [distill] {key} = {value!r} is not {'a table' if kind is dict else kind.__name__}")
+                expected = "a table" if kind is dict else ("a number" if kind is float else kind.__name__)
+                raise UsageError(f"{path}: [distill] {key} = {value!r} is not {expected}")
             values[name] = value
         return cls(**values)
 
@@ -183,6 +198,16 @@ class DistillSettings:
             teacher_cache_dir=first("teacher_cache_dir"),
             protocol=protocol.name if protocol else None,
             teacher_sha256=first("teacher_sha256"),
+            **{name: first(name) for name in TEACHER_LABELLED_KEYS},
+        )
+
+    def teacher_labelled(self):
+        """These settings' :class:`~srdistill.data.teacher_labelled.TeacherLabelled` (inactive when none is given)."""
+        from ..data.teacher_labelled import TeacherLabelled
+
+        return TeacherLabelled(
+            unlabeled=self.unlabeled, unlabeled_ratio=self.unlabeled_ratio, zoom_in=self.zoom_in or 0.0,
+            zoom_out=self.zoom_out or 0.0, consistency=self.consistency or 0.0,
         )
 
     # -- what a run records -------------------------------------------------------------------------
@@ -203,6 +228,11 @@ class DistillSettings:
             "teacher_cache": self.teacher_cache,
             "teacher_cache_dir": str(Path(self.teacher_cache_dir).resolve()) if self.teacher_cache_dir else None,
             "protocol": self.protocol,
+            "unlabeled": str(Path(self.unlabeled).expanduser().resolve()) if self.unlabeled else None,
+            "unlabeled_ratio": self.unlabeled_ratio,
+            "zoom_in": self.zoom_in,
+            "zoom_out": self.zoom_out,
+            "consistency": self.consistency,
         }
 
 

@@ -48,6 +48,8 @@ class DistillContext:
     # teacher file's hash, the data and the boundaries.
     teacher_cache_dir: str | None = None
     teacher_sha256: str | None = None
+    # data.teacher_labelled.TeacherLabelled: unlabeled/zoom samples and label consistency (None: none).
+    teacher_labelled: Any = None
 
     def __post_init__(self) -> None:
         check_cache_mode(self.teacher_cache)  # the one check, whoever builds the context

@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import UsageError, param
 
@@ -83,6 +83,8 @@ class TrainConfig:
     resume: str | None = None
     overwrite: bool = False
     json: bool = False
+    # Not a key: a command whose samples come from elsewhere (distill --unlabeled) subclasses with False.
+    data_required: ClassVar[bool] = True
 
     def stored(self) -> dict[str, Any]:
         """The resolved configuration as saved in ``config.toml`` and the output's metadata."""
@@ -245,7 +247,7 @@ def _need(cond: bool, message: str) -> None:
 
 def validate(c: TrainConfig) -> None:
     _need(c.arch is not None, f"no architecture given; pass {param('arch')} PRESET (see `srdistill archs`) or arch = ... in the config")
-    _need(c.data is not None, f"no training data given; pass {param('data')} DIR (a folder of HR images, or HR/ + LR_bicubic/X{{s}}/)")
+    _need(c.data is not None or not c.data_required, f"no training data given; pass {param('data')} DIR (a folder of HR images, or HR/ + LR_bicubic/X{{s}}/)")
     _need(c.steps is not None or c.max_time is not None, f"no training budget; pass {param('steps')} N and/or {param('max_time')} 30m")
     _need(c.steps is None or c.steps > 0, f"{param('steps')} must be positive, got {c.steps}")
     _need(c.scale >= 1, f"{param('scale')} must be a positive integer, got {c.scale}")

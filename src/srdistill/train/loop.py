@@ -118,7 +118,8 @@ def _batch(run: RunState, raw: dict[str, torch.Tensor]) -> Batch:
     def prep(t):  # uint8, channels_last from the loader; converted on the device
         return t.to(run.device, non_blocking=non_blocking).float().div_(255).contiguous(memory_format=fmt)
 
-    return Batch(prep(raw["lr"]), prep(raw["hr"]), raw["index"], raw["image"])
+    hr = prep(raw["hr"]) if "hr" in raw else None  # absent: teacher labels only (data/teacher_labelled.py)
+    return Batch(prep(raw["lr"]), hr, raw["index"], raw["image"], raw.get("teacher_only"), raw.get("consistency"))
 
 
 def machine_record(run: RunState) -> dict[str, Any]:

@@ -34,9 +34,14 @@ class Batch:
     """One process's share of a training batch, on the training device."""
 
     lr: torch.Tensor  # N x 3 x p x p, float in [0, 1]
-    hr: torch.Tensor  # N x 3 x sp x sp
+    hr: torch.Tensor | None  # N x 3 x sp x sp; None when the run has no paired data (teacher labels only)
     index: torch.Tensor  # global sample numbers (int64, CPU): identify a patch for caching
     image: torch.Tensor  # training-image index of each sample (int64, CPU)
+    # Teacher-labelled runs (data/teacher_labelled.py), None otherwise: bool N (CPU), samples whose
+    # only label is the teacher's (their ``hr`` rows are zeros, left out of the ground-truth term);
+    # int64 N (CPU), the flip/transpose code the student's input goes through (0: none).
+    teacher_only: torch.Tensor | None = None
+    consistency: torch.Tensor | None = None
 
 
 @dataclass

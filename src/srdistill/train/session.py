@@ -14,6 +14,8 @@ from typing import Any
 import torch
 
 from .._version import __version__
+from ..data.folders import ImagePair
+from ..data.teacher_labelled import build_sample_stream
 from ..data.dataset import (
     PatchDataset,
     find_training_images,
@@ -224,6 +226,12 @@ class RunState:
 
     def _build_data(self) -> None:
         c = self.config
+        # Distillation may add teacher-labelled samples (data/teacher_labelled.py), or have only those.
+        labelled = getattr(self.objective_arg, "teacher_labelled", None)
+        labelled = labelled if labelled is not None and labelled.active else None
+        if c.data is None and labelled is not None:
+            self._build_teacher_labelled_data(labelled)
+            return
         contents = find_training_images(c.data, c.scale)
         # Absolute, so that the saved config resumes from any working directory.
         c.data = str(Path(c.data).expanduser().resolve())
@@ -255,6 +263,8 @@ class RunState:
             downscale = c.hr_downscale if not c.val_data else 1.0
             self.val_images = load_validation(val_pairs, scale=c.scale, crop=c.val_crop, hr_downscale=downscale)
         self.dataset = PatchDataset(self.images, patch_size=c.patch_size, seed=c.seed)
+        if labelled is not None:
+            self.dataset = build_sample_stream(self.dataset, labelled, scale=c.scale, patch_size=c.patch_size, seed=c.seed)
         self.loader = loader_settings(self.device, c.workers, self.images.cached)
         self.workers = self.loader.workers
         self.data_summary = {
@@ -275,6 +285,41 @@ class RunState:
                                 "lr_source": lr_source(contents.root, contents.lr_dir)}
             if c.val_data:
                 self.data_record["validation_data"] = dataset_fingerprint(c.val_data, val_pairs)
+        if labelled is not None:
+            self._record_teacher_labelled()
+
+    def _build_teacher_labelled_data(self, labelled) -> None:
+        """A run on teacher-labelled images alone: no paired data, validation only from ``val_data``."""
+        c = self.config
+        if c.val_fraction:
+            raise UsageError(f"{param('val_fraction')} holds out paired images and this run has none; validate with {param('val_data')} DIR")
+        val_pairs = []
+        if c.val_data:
+            from ..evaluate import find_sets
+
+            c.val_data = str(Path(c.val_data).expanduser().resolve())
+            val_pairs = [pair for eval_set in find_sets(c.val_data, c.scale, what="val_data") for pair in eval_set.pairs]
+        self.dataset = build_sample_stream(None, labelled, scale=c.scale, patch_size=c.patch_size, seed=c.seed)
+        self.images = self.dataset.unlabeled
+        self.val_images = load_validation(val_pairs, scale=c.scale, crop=c.val_crop) if val_pairs and self.ctx.is_main else []
+        self.loader = loader_settings(self.device, c.workers, True)
+        self.workers = self.loader.workers
+        self.data_summary = {
+            "data": str(self.images.folder), "lr_source": "none (unlabeled images: the teacher labels every sample)",
+            "images": len(self.images.images), "skipped": len(self.images.skipped),
+            "megapixels": round(self.images.megapixels, 2), "hr_downscale": 1.0, "cached": True, "validation_images": len(val_pairs),
+        }
+        self.data_record = {}
+        if self.ctx.is_main and c.val_data:
+            self.data_record["validation_data"] = dataset_fingerprint(c.val_data, val_pairs)
+        self._record_teacher_labelled()
+
+    def _record_teacher_labelled(self) -> None:
+        self.data_summary["teacher_labelled"] = self.dataset.describe()
+        unlabeled = self.dataset.unlabeled
+        if unlabeled is not None and self.ctx.is_main:
+            self.data_record["unlabeled_data"] = dataset_fingerprint(
+                unlabeled.folder, [ImagePair(unlabeled.folder / name, None) for name in unlabeled.names])
 
     def _build_training(self) -> None:
         c = self.config

@@ -18,17 +18,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...data.teacher_labelled import TeacherLabelledDataset
 from ...errors import param, spell
 from ...hooks import block_hooks
 from ...train.objective import Batch, Objective, TrainingData
 from ..boundaries import Boundary
 from ..features import crop_to_input
+from ..labelled import SignalSources, ground_truth_terms, mixed_sources, per_sample, undo_transform
 from ..spec import DistillContext, MethodSpec
 from ..teacher import LiveTeacher, TeacherOutputs
 from ..teacher_cache import (
     DEFAULT_TILE,
     CacheUnavailable,
     CachedTeacher,
+    apply_transform,
     build_cache,
     cache_file,
     check_cacheable,
@@ -37,7 +40,6 @@ from ..teacher_cache import (
     find_cache,
     fits_in_memory,
     load_cache,
-    lr_pixels_of,
     save_cache,
 )
 
@@ -88,6 +90,9 @@ class DistillObjective(Objective):
         self.weights: dict[str, float] = {}
         self.cache_seconds: float | None = None
         self.cache_source: str | None = None  # "built" or the file it was read from
+        # Unlabeled / zoom samples and label consistency (data/teacher_labelled.py); the engine
+        # reads it to build the sample stream. None or inactive: the plain paired stream.
+        self.teacher_labelled = context.teacher_labelled
 
     # -- engine contract ------------------------------------------------------------------------
     def frozen(self) -> dict[str, nn.Module]:
@@ -125,37 +130,60 @@ class DistillObjective(Objective):
     def teacher_signal(self, batch: Batch) -> TeacherOutputs:
         return self.signals(batch)
 
-    def student_forward(self, student: nn.Module, lr: torch.Tensor, features: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The student's SR output and (with grad) its features at the student-side boundaries."""
+    def ground_truth(self, sr: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        """The ``l1`` term over the batch's paired samples; none when the run has no paired data (labelled.py)."""
+        return ground_truth_terms(sr, batch)
+
+    def student_forward(
+        self, student: nn.Module, lr: torch.Tensor, features: bool = False, consistency: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The student's SR output and (with grad) its features at the student-side boundaries.
+
+        ``consistency`` (``Batch.consistency``): per-sample flip/transpose codes; the student runs on
+        the transformed input and its output and features are taken back (labelled.py), so every
+        loss compares them with the teacher's answer on ``lr`` itself."""
+        codes = consistency.tolist() if consistency is not None else []
+        transformed = any(codes)
+        if transformed:
+            lr = per_sample(lr, codes, apply_transform)
         if not features or not self.boundaries:
-            return student(lr), []
-        blocks = [b.student_block for b in self.boundaries]
-        with block_hooks(student, blocks, self.student_model.spec.feature_view) as seen:
-            out = student(lr)
-        seen.check_fired_once()
-        h, w = lr.shape[-2:]
-        return out, [crop_to_input(f, h, w) for f in seen.ordered()]
+            out, feats = student(lr), []
+        else:
+            blocks = [b.student_block for b in self.boundaries]
+            with block_hooks(student, blocks, self.student_model.spec.feature_view) as seen:
+                out = student(lr)
+            seen.check_fired_once()
+            h, w = lr.shape[-2:]
+            feats = [crop_to_input(f, h, w) for f in seen.ordered()]
+        if transformed:
+            out = per_sample(out, codes, undo_transform)
+            feats = [per_sample(f, codes, undo_transform) for f in feats]
+        return out, feats
 
     # -- teacher cache --------------------------------------------------------------------------
     @staticmethod
     def _tile(device: torch.device) -> int:
         return DEFAULT_TILE.get(device.type, 128)
 
-    def _cache_key(self, images, device, pad: int) -> str | None:
+    def _cache_key(self, identity, scale: int, hr_downscale: float, device, pad: int) -> str | None:
         """Identifies teacher + data across runs; None when signals are not kept on disk."""
         if self.context.teacher_cache_dir is None or self.context.teacher_sha256 is None:
             return None  # no folder, or a teacher given as an object (nothing identifies it)
-        return cache_key(self.context.teacher_sha256, [(im.name, tuple(im.hr_size)) for im in images.images],
-                         images.scale, images.hr_downscale, self._tile(device), pad)
+        return cache_key(self.context.teacher_sha256, identity, scale, hr_downscale, self._tile(device), pad)
 
     def prepare(self, data: TrainingData) -> None:
         """Cache the teacher's signals per training image when allowed and affordable."""
         if not self.uses_teacher or self.teacher_cache_mode == "off":
             return
         dataset = data.dataset
-        images = dataset.images
+        if isinstance(dataset, TeacherLabelledDataset):
+            sources = mixed_sources(dataset, LiveTeacher(self.teacher, [b.teacher_block for b in self.boundaries]))
+        else:
+            sources = _paired_sources(dataset)
+        identity, lr_of, what = sources.identity, sources.lr_of, sources.what
+        lr_pixels = sum(h * w for h, w in sources.lr_sizes)
+        count = len(identity)
         channels = [b.teacher_channels for b in self.boundaries]
-        lr_pixels = lr_pixels_of([im.hr_size for im in images.images], images.scale)
         fits, need = fits_in_memory(lr_pixels, self.teacher.scale, channels, data.processes_per_node)
         if not fits and self.teacher_cache_mode == "auto":
             warnings.warn(
@@ -173,23 +201,23 @@ class DistillObjective(Objective):
             warnings.warn(spell(f"teacher signals not cached: {exc}; running the teacher on every batch "
                                 f"({param('teacher_cache', 'off')} skips this check)"), DistillWarning, stacklevel=2)
             return
-        key = self._cache_key(images, data.device, pad)
+        key = self._cache_key(identity, sources.scale, sources.hr_downscale, data.device, pad)
         folder = Path(self.context.teacher_cache_dir) if key else None
         found = find_cache(folder, key, blocks) if key else None
-        cache = load_cache(found, len(images.images), blocks, self.teacher.scale) if found else None
+        cache = load_cache(found, count, blocks, self.teacher.scale) if found else None
         if cache is not None:
             data.note(f"teacher signals read from {found}")
             self.cache_source = found.name
         else:
-            what = "output and features" if blocks else "output"
-            data.note(f"caching the teacher's {what} on {len(images.images)} training image(s) ({describe_bytes(need)}; "
+            part = "output and features" if blocks else "output"
+            data.note(f"caching the teacher's {part} on {what} ({describe_bytes(need)}; "
                       f"tiles with a {pad}-pixel halo, the teacher's receptive field)")
             try:
                 cache = build_cache(
                     self.teacher,
                     blocks,
-                    lambda i: images.arrays(i)[1],
-                    len(images.images),
+                    lr_of,
+                    count,
                     device=data.device,
                     autocast=data.autocast,
                     tile=self._tile(data.device),
@@ -202,5 +230,20 @@ class DistillObjective(Objective):
             self.cache_source = "built" + (f" ({stored.name})" if stored else "")
             if stored is not None and _is_main_process():
                 save_cache(cache, stored, blocks)
-        self.signals = CachedTeacher(cache, dataset.plan, dataset.patch_size, lambda i: images.arrays(i)[1])
+        self.signals = sources.signal(cache)
         self.cache_seconds = time.perf_counter() - start
+
+
+def _paired_sources(dataset) -> SignalSources:
+    """The plain paired stream's training images (data.dataset.PatchDataset)."""
+    images = dataset.images
+    lr_of = lambda i: images.arrays(i)[1]  # noqa: E731
+    return SignalSources(
+        identity=[(im.name, tuple(im.hr_size)) for im in images.images],
+        lr_sizes=[(h // images.scale, w // images.scale) for h, w in (im.hr_size for im in images.images)],
+        lr_of=lr_of,
+        what=f"{len(images.images)} training image(s)",
+        scale=images.scale,
+        hr_downscale=images.hr_downscale,
+        signal=lambda cache: CachedTeacher(cache, dataset.plan, dataset.patch_size, lr_of),
+    )

@@ -36,14 +36,14 @@ class FAKD(DistillObjective):
         self.weights = {"kd": options["l_kd"], "fa": options["l_fa"]}
 
     def terms(self, batch: Batch, student: nn.Module, step: int) -> dict[str, torch.Tensor]:
-        sr, feats = self.student_forward(student, batch.lr, features=True)
+        sr, feats = self.student_forward(student, batch.lr, features=True, consistency=batch.consistency)
         teacher = self.teacher_signal(batch)
         pool = self.options["pool"]
         fa = sr.new_zeros((), dtype=torch.float32)
         for fs, ft in zip(feats, teacher.features):
             fs = match_size(fs, ft.shape[-2:])
             fa = fa + F.l1_loss(spatial_affinity(fs, pool), spatial_affinity(ft, pool))
-        return {"l1": l1(sr, batch.hr), "kd": l1(sr, teacher.output), "fa": fa / max(1, len(feats))}
+        return {**self.ground_truth(sr, batch), "kd": l1(sr, teacher.output), "fa": fa / max(1, len(feats))}
 
 
 def _check(o: dict[str, Any]) -> None:

@@ -33,7 +33,7 @@ class FitNet(DistillObjective):
         return {"regressors": self.regressors, "norm_teacher": self.norm_teacher, "norm_student": self.norm_student}
 
     def terms(self, batch: Batch, student: nn.Module, step: int) -> dict[str, torch.Tensor]:
-        sr, feats = self.student_forward(student, batch.lr, features=True)
+        sr, feats = self.student_forward(student, batch.lr, features=True, consistency=batch.consistency)
         teacher = self.teacher_signal(batch)
         distance = F.mse_loss if self.options["loss"] == "l2" else F.l1_loss
         feat = sr.new_zeros((), dtype=torch.float32)
@@ -41,7 +41,7 @@ class FitNet(DistillObjective):
             target = self.norm_teacher[k](ft.float())
             hint = self.regressors[k](self.norm_student[k](match_size(fs, target.shape[-2:])))
             feat = feat + distance(hint.float(), target)
-        return {"l1": l1(sr, batch.hr), "kd": l1(sr, teacher.output), "feat": feat / max(1, len(feats))}
+        return {**self.ground_truth(sr, batch), "kd": l1(sr, teacher.output), "feat": feat / max(1, len(feats))}
 
 
 def _check(o: dict[str, Any]) -> None:

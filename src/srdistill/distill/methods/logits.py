@@ -18,9 +18,9 @@ class LogitsKD(DistillObjective):
         self.weights = {"kd": options["l_kd"]}
 
     def terms(self, batch: Batch, student: nn.Module, step: int) -> dict[str, torch.Tensor]:
-        sr, _ = self.student_forward(student, batch.lr)
+        sr, _ = self.student_forward(student, batch.lr, consistency=batch.consistency)
         teacher = self.teacher_signal(batch)
-        return {"l1": l1(sr, batch.hr), "kd": l1(sr, teacher.output)}
+        return {**self.ground_truth(sr, batch), "kd": l1(sr, teacher.output)}
 
 
 def _check(options: dict[str, Any]) -> None:

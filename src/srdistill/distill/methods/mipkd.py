@@ -178,9 +178,9 @@ class MiPKD(DistillObjective):
         # pass needs no features and no mixing (a logits-KD step's cost).
         feature_loss = o["l_feat"] > 0
         mixing = feature_loss or bool(routes) or fitting
-        sr, student_feats = self.student_forward(student, batch.lr, features=mixing)
+        sr, student_feats = self.student_forward(student, batch.lr, features=mixing, consistency=batch.consistency)
         teacher = self.live(batch) if routes else self.teacher_signal(batch)
-        out = {"l1": l1(sr, batch.hr), "kd": l1(sr, teacher.output)}
+        out = {**self.ground_truth(sr, batch), "kd": l1(sr, teacher.output)}
         if fitting:
             self._fit(student_feats, teacher.features)
         fpm = ae = sr.new_zeros((), dtype=torch.float32)
