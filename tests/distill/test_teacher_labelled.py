@@ -28,7 +28,8 @@ from srdistill.distill.labelled import undo_transform
 from srdistill.distill.teacher import run_teacher
 from srdistill.distill.teacher_cache import apply_transform, lr_chw, teacher_on_image
 from srdistill.errors import Interrupted, UsageError
-from srdistill.models import save_model
+from srdistill.models import load_model, save_model
+from srdistill.provenance import local_paths
 from srdistill.train.objective import Batch, TrainingData
 from srdistill.train.progress import TrainCallback
 
@@ -244,6 +245,22 @@ def test_cli_on_unlabeled_images_alone(files, tmp_path):
     assert "teacher-labelled samples (unlabeled): unlabeled 100%; 3 unlabeled image(s) from" in " ".join(r.stdout.split())
     config = (tmp_path / "run" / "config.toml").read_text()
     assert "\ndata =" not in config
+    # The model file names the unlabeled folder, not where it lies on this machine.
+    meta = load_model(tmp_path / "run" / "model.safetensors").metadata
+    assert local_paths(meta) == []
+    assert meta["provenance"]["data"]["data"]["name"] == "lr" and meta["provenance"]["data"]["teacher_labelled"]["unlabeled"] == "lr"
+
+
+def test_dry_run_shows_the_teacher_labelled_settings(files, tmp_path):
+    common = ["distill", "--teacher", files / "teacher.safetensors", "--student-arch", "edsr-lite", "--data", files / "photos",
+              "--steps", "2", "--patch-size", PATCH, "--run-dir", tmp_path / "run", "--dry-run"]
+    r = invoke(*common, "--zoom-in", "0.25", "--consistency", "0.5")
+    assert r.returncode == 0, r.stderr
+    assert "teacher-labelled samples zoom_in=0.25, consistency=0.5" in " ".join(r.stdout.split())
+    summary = json.loads(invoke(*common, "--zoom-out", "0.3", "--json").stdout)
+    assert summary["teacher_labelled"] == {"unlabeled": None, "unlabeled_ratio": None, "zoom_in": 0.0, "zoom_out": 0.3, "consistency": 0.0}
+    assert json.loads(invoke(*common, "--json").stdout)["teacher_labelled"] is None
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("args, fragments", [

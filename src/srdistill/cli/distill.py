@@ -64,6 +64,9 @@ def _print_plan(plan: DistillPlan, patch_size: int) -> None:
             )
         console.print(table)
     console.print(f"mixer/adapter parameters (trained with the student, not saved in it): {fmt_params(info['mixer_parameters'])}")
+    if info["teacher_labelled"]:
+        given = ", ".join(f"{key}={value}" for key, value in info["teacher_labelled"].items() if value)
+        console.print(f"[bold]teacher-labelled samples[/bold] {safe(given)} (their only label is the teacher's output)")
     if plan.options:
         table = Table(title=f"{plan.method.id} options (--method-opt key=value)")
         for col in ("option", "value", "meaning"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +121,16 @@ class DistillPlan:
             "boundary_source": self.boundary_source,
             "boundaries": self.table(patch_size) if self.boundaries else [],
             "mixer_parameters": self.mixer_parameters,
+            "teacher_labelled": self._teacher_labelled(),
             "notes": self.notes,
         }
+
+    def _teacher_labelled(self) -> dict[str, Any] | None:
+        """The unlabeled / zoom / consistency settings, None when the run has none."""
+        settings = getattr(self.objective, "teacher_labelled", None)
+        if settings is None or not settings.active:
+            return None
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()}
 
 
 def _student_model(

@@ -315,11 +315,16 @@ class RunState:
         self._record_teacher_labelled()
 
     def _record_teacher_labelled(self) -> None:
-        self.data_summary["teacher_labelled"] = self.dataset.describe()
+        info = self.dataset.describe()
+        self.data_summary["teacher_labelled"] = info
         unlabeled = self.dataset.unlabeled
         if unlabeled is not None and self.ctx.is_main:
-            self.data_record["unlabeled_data"] = dataset_fingerprint(
-                unlabeled.folder, [ImagePair(unlabeled.folder / name, None) for name in unlabeled.names])
+            fingerprint = dataset_fingerprint(unlabeled.folder, [ImagePair(unlabeled.folder / name, None) for name in unlabeled.names])
+            self.data_record["unlabeled_data"] = fingerprint
+            # The model file names the folder, never its local path (provenance.py).
+            self.data_record["teacher_labelled"] = {**info, "unlabeled": fingerprint["name"]}
+            if self.config.data is None:
+                self.data_record["data"] = fingerprint
 
     def _build_training(self) -> None:
         c = self.config
