@@ -24,11 +24,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import param, spell
 from ..precision import float32_region
 from ..train.objective import Batch
 from .teacher import LiveTeacher, TeacherOutputs
-from .teacher_cache import TeacherCache, apply_transform, lr_chw
+from .teacher_cache import CachedTeacher, TeacherCache
 
 
 def undo_transform(x: torch.Tensor, code: int) -> torch.Tensor:
@@ -65,53 +64,44 @@ def ground_truth_terms(sr: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor
 
 
 class MixedTeacher:
-    """Signals for a teacher-labelled stream: cached rows cropped from a :class:`TeacherCache`,
-    the other rows (zoom-in) from the teacher run live on them. ``plan(index)`` gives a sample's
-    :class:`~srdistill.data.dataset.PatchPlan` in the cache's sources, or None when it has none."""
+    """Signals for a teacher-labelled stream: rows whose input the cache holds (its ``plan(index)``
+    is not None) cropped by ``cached``, the others (zoom-in) from ``live``, the teacher run on them."""
 
     kind = "cache+live"
 
-    def __init__(self, cache: TeacherCache, plan: Callable[[int], object], patch_size: int,
-                 source: Callable[[int], np.ndarray], live: LiveTeacher):
-        self.cache, self.plan, self.patch_size, self.source, self.live = cache, plan, patch_size, source, live
-        self.checked = False
-
-    def _check(self, batch: Batch, row: int, p) -> None:
-        image = lr_chw(self.source(p.image))
-        crop = apply_transform(image[:, p.top : p.top + self.patch_size, p.left : p.left + self.patch_size], p.transform)
-        seen = (batch.lr[row].detach().float().cpu() * 255).round()
-        if crop.shape != seen.shape or not torch.equal(crop.float(), seen):
-            raise RuntimeError(spell(
-                f"the teacher cache does not line up with the data stream (sample {int(batch.index[row])}); this is a bug in "
-                f"srdistill; rerun with the teacher cache off ({param('teacher_cache', 'off')}) and report it"
-            ))
-        self.checked = True
+    def __init__(self, cached: CachedTeacher, live: LiveTeacher):
+        self.cached, self.live = cached, live
 
     def __call__(self, batch: Batch) -> TeacherOutputs:
-        plans = [self.plan(int(i)) for i in batch.index.tolist()]
+        plans = [self.cached.plan(int(i)) for i in batch.index.tolist()]
         cached_rows = [r for r, p in enumerate(plans) if p is not None]
         live_rows = [r for r, p in enumerate(plans) if p is None]
-        if cached_rows and not self.checked:
-            self._check(batch, cached_rows[0], plans[cached_rows[0]])
-        device = batch.lr.device
-        n, s, side = batch.lr.shape[0], self.cache.scale, self.patch_size
-        with float32_region():  # storage dtypes differ from the step's autocast dtype (teacher_cache.CachedTeacher)
-            output = torch.zeros(n, 3, side * s, side * s, device=device)
-            features: list[torch.Tensor] | None = None
-            if live_rows:
-                rows = torch.tensor(live_rows, device=device)
-                live = self.live(Batch(batch.lr.index_select(0, rows), None, batch.index[live_rows], batch.image[live_rows]))
-                output = output.index_copy(0, rows, live.output.float())
-                features = [torch.zeros(n, *f.shape[1:], device=device).index_copy(0, rows, f.float()) for f in live.features]
-            if cached_rows:
-                crops = [self.cache.crop(p.image, p.top, p.left, side, p.transform) for p in (plans[r] for r in cached_rows)]
-                rows = torch.tensor(cached_rows, device=device)
-                output = output.index_copy(0, rows, torch.stack([c[0] for c in crops]).to(device).float())
-                stacked = [torch.stack([c[1][k] for c in crops]).to(device).float() for k in range(len(crops[0][1]))]
-                if features is None:
-                    features = [torch.zeros(n, *f.shape[1:], device=device) for f in stacked]
-                features = [full.index_copy(0, rows, part) for full, part in zip(features, stacked)]
-        return TeacherOutputs(output, features or [])
+        if not live_rows:
+            return self.cached.crop_batch(batch, plans)
+        parts = [(live_rows, self.live(_rows(batch, live_rows)))]
+        if cached_rows:
+            parts.append((cached_rows, self.cached.crop_batch(_rows(batch, cached_rows), [plans[r] for r in cached_rows])))
+        return _scatter(batch.lr.shape[0], parts, batch.lr.device)
+
+
+def _rows(batch: Batch, rows: list[int]) -> Batch:
+    """The teacher's view of some rows of ``batch`` (its input and sample numbers)."""
+    index = torch.tensor(rows, device=batch.lr.device)
+    return Batch(batch.lr.index_select(0, index), None, batch.index[rows], batch.image[rows])
+
+
+def _scatter(n: int, parts: list[tuple[list[int], TeacherOutputs]], device: torch.device) -> TeacherOutputs:
+    """One batch's signals put together from the signals of its row groups."""
+    output, features = None, []
+    with float32_region():  # storage dtypes differ from the step's autocast dtype (teacher_cache.CachedTeacher)
+        for rows, signal in parts:
+            index = torch.tensor(rows, device=device)
+            if output is None:
+                output = torch.zeros(n, *signal.output.shape[1:], device=device)
+                features = [torch.zeros(n, *f.shape[1:], device=device) for f in signal.features]
+            output = output.index_copy(0, index, signal.output.float())
+            features = [full.index_copy(0, index, f.float()) for full, f in zip(features, signal.features)]
+    return TeacherOutputs(output, features)
 
 
 @dataclass
@@ -143,5 +133,5 @@ def mixed_sources(dataset, live: LiveTeacher) -> SignalSources:
         what=", ".join(f"{n} {kind} image(s)" for kind, n in counts.items()),
         scale=dataset.scale,
         hr_downscale=dataset.paired.images.hr_downscale if dataset.paired is not None else 1.0,
-        signal=lambda cache: MixedTeacher(cache, dataset.cache_plan, dataset.patch_size, lr_of, live),
+        signal=lambda cache: MixedTeacher(CachedTeacher(cache, dataset.cache_plan, dataset.patch_size, lr_of), live),
     )

@@ -273,8 +273,7 @@ class CachedTeacher:
         self.lr_of = lr_of
         self.checked = False
 
-    def _check(self, batch: Batch) -> None:
-        p = self.plan(int(batch.index[0]))
+    def _check(self, batch: Batch, p) -> None:
         lr = lr_chw(self.lr_of(p.image))
         crop = apply_transform(lr[:, p.top : p.top + self.patch_size, p.left : p.left + self.patch_size], p.transform)
         seen = (batch.lr[0].detach().float().cpu() * 255).round()
@@ -286,11 +285,14 @@ class CachedTeacher:
         self.checked = True
 
     def __call__(self, batch: Batch) -> TeacherOutputs:
+        return self.crop_batch(batch, [self.plan(int(index)) for index in batch.index.tolist()])
+
+    def crop_batch(self, batch: Batch, plans: list) -> TeacherOutputs:
+        """The signals of ``batch`` whose samples' plans are already known (``plans[r]`` for row r)."""
         if not self.checked:
-            self._check(batch)
+            self._check(batch, plans[0])
         outs, feats = [], []
-        for index in batch.index.tolist():
-            p = self.plan(int(index))
+        for p in plans:
             out, fs = self.cache.crop(p.image, p.top, p.left, self.patch_size, p.transform)
             outs.append(out)
             feats.append(fs)

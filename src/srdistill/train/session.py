@@ -235,20 +235,13 @@ class RunState:
         contents = find_training_images(c.data, c.scale)
         # Absolute, so that the saved config resumes from any working directory.
         c.data = str(Path(c.data).expanduser().resolve())
-        if c.val_data:
-            c.val_data = str(Path(c.val_data).expanduser().resolve())
         if contents.paired and c.hr_downscale != 1.0:
             raise DataError(
                 f"{param('hr_downscale')} cannot be used with the paired folder {contents.lr_dir} (its LR files match the original HR); "
                 f"point {param('data')} at the HR folder alone to generate LR"
             )
-        val_pairs = []
-        if c.val_data:  # one set (Set5/) or a folder of sets (benchmarks/), as `eval` takes them
-            from ..evaluate import find_sets
-
-            val_pairs = [pair for eval_set in find_sets(c.val_data, c.scale, what="val_data") for pair in eval_set.pairs]
         train_pairs, held_out = hold_out(contents, c.val_fraction, c.seed)
-        val_pairs = val_pairs or held_out
+        val_pairs = self._given_validation_pairs() or held_out
         self.images = load_images(
             train_pairs,
             scale=c.scale,
@@ -288,17 +281,22 @@ class RunState:
         if labelled is not None:
             self._record_teacher_labelled()
 
+    def _given_validation_pairs(self) -> list:
+        """The pairs of ``val_data``: one set (Set5/) or a folder of sets (benchmarks/), as `eval` takes them."""
+        c = self.config
+        if not c.val_data:
+            return []
+        from ..evaluate import find_sets
+
+        # Absolute, so that the saved config resumes from any working directory.
+        c.val_data = str(Path(c.val_data).expanduser().resolve())
+        return [pair for eval_set in find_sets(c.val_data, c.scale, what="val_data") for pair in eval_set.pairs]
+
     def _build_teacher_labelled_data(self, labelled) -> None:
         """A run on teacher-labelled images alone: no paired data, validation only from ``val_data``."""
         c = self.config
-        if c.val_fraction:
-            raise UsageError(f"{param('val_fraction')} holds out paired images and this run has none; validate with {param('val_data')} DIR")
-        val_pairs = []
-        if c.val_data:
-            from ..evaluate import find_sets
-
-            c.val_data = str(Path(c.val_data).expanduser().resolve())
-            val_pairs = [pair for eval_set in find_sets(c.val_data, c.scale, what="val_data") for pair in eval_set.pairs]
+        # (--val-fraction, which needs paired images, was refused by distill/api.py.)
+        val_pairs = self._given_validation_pairs()
         self.dataset = build_sample_stream(None, labelled, scale=c.scale, patch_size=c.patch_size, seed=c.seed)
         self.images = self.dataset.unlabeled
         self.val_images = load_validation(val_pairs, scale=c.scale, crop=c.val_crop) if val_pairs and self.ctx.is_main else []
