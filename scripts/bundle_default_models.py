@@ -1,11 +1,12 @@
 """Put trained default models into the package (``src/srdistill/weights/``), each with its scores.
 
-    python scripts/bundle_default_models.py --teacher-x4 T4 --teacher-x2 T2 --student-x4 S4 --student-x2 S2
+    python scripts/bundle_default_models.py --teacher-x4 T4 --teacher-x3 T3 --student-x4 S4 ...
 
-Each model is stored in float16 (half the size; the network still runs in float32 after loading),
+Any subset of the six files (teacher and student at x2, x3, x4) may be given. Each model is stored in float16 (half the size; the network still runs in float32 after loading),
 then loaded back and evaluated on Set5, Set14 and McMaster (PSNR/SSIM on Y, border = scale) with
 bicubic beside it; the scores, the source file's SHA-256 and the recipe go into the file's
-provenance, which ``srdistill archs`` and ``srdistill inspect`` show. Run by
+provenance, which ``srdistill archs`` and ``srdistill inspect`` show. A bundled file is replaced
+only when the new model beats it on all three sets (``--replace-anyway`` overrides). Run by
 ``scripts/train-default-models.sh`` as its last step.
 
     python scripts/bundle_default_models.py --rewrite-metadata [--data-root ../shared/data]
@@ -32,9 +33,26 @@ from srdistill.provenance import dataset_fingerprint, portable_provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = ("Set5", "Set14", "McMaster")
+ROLES = ("teacher", "student")
+SCALES = (4, 3, 2)
 
 
-def bundle(role: str, scale: int, source: Path, dest: Path, benchmarks: Path) -> dict:
+def bundled_scores(path: Path) -> dict | None:
+    """The per-set scores recorded in a bundled file's provenance, or None (no such file)."""
+    if not path.is_file():
+        return None
+    prov = json.loads(read_model_file(path).metadata.get(META_PREFIX + "provenance", "{}"))
+    return prov.get("benchmarks")
+
+
+def improves_everywhere(new: dict, old: dict | None) -> bool:
+    """Whether PSNR-Y rises on every set the old file recorded (True when there is no old file)."""
+    if not old:
+        return True
+    return all(s in new and new[s]["psnr_y"] > old[s]["psnr_y"] for s in SETS if s in old)
+
+
+def bundle(role: str, scale: int, source: Path, dest: Path, benchmarks: Path, replace_anyway: bool = False) -> dict:
     model = load_model(source)
     if model.scale != scale:
         sys.exit(f"{source} is x{model.scale}, expected x{scale} for {role}_x{scale}")
@@ -53,10 +71,13 @@ def bundle(role: str, scale: int, source: Path, dest: Path, benchmarks: Path) ->
         "recipe": "scripts/train-default-models.sh",
         "stored_dtype": "float16",
     }
-    model.metadata = stored.metadata
-    save_model(model, dest / f"{role}_x{scale}.safetensors", overwrite=True,
-               provenance={"bundled": bundled, "benchmarks": table})
-    return {"name": bundled["name"], "benchmarks": table}
+    target = dest / f"{role}_x{scale}.safetensors"
+    old = bundled_scores(target)
+    replaced = replace_anyway or improves_everywhere(table, old)
+    if replaced:
+        model.metadata = stored.metadata
+        save_model(model, target, overwrite=True, provenance={"bundled": bundled, "benchmarks": table})
+    return {"name": bundled["name"], "benchmarks": table, "old": old or {}, "replaced": replaced}
 
 
 def _find_folder(name: str, roots: list[Path]) -> Path | None:
@@ -114,9 +135,11 @@ def _data_section(path: Path) -> bytes:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for role in ("teacher", "student"):
-        for scale in (4, 2):
+    for role in ROLES:
+        for scale in SCALES:
             ap.add_argument(f"--{role}-x{scale}", type=Path)
+    ap.add_argument("--replace-anyway", action="store_true",
+                    help="replace a bundled file even where the new model does not beat it on every set")
     ap.add_argument("--benchmarks", type=Path, default=ROOT.parent / "shared" / "data" / "benchmarks")
     ap.add_argument("--dest", type=Path, default=ROOT / "src" / "srdistill" / "weights")
     ap.add_argument("--rewrite-metadata", action="store_true",
@@ -131,19 +154,20 @@ def main() -> None:
             data = after.get("data", {})
             print(f"{model.name}: data {data.get('data')}, validation {data.get('validation_data')}, init {after.get('init')}")
         return
-    missing = [f"--{r}-x{s}" for r in ("teacher", "student") for s in (4, 2) if getattr(args, f"{r}_x{s}") is None]
-    if missing:
-        ap.error(f"the following arguments are required: {', '.join(missing)}")
+    given = [(r, s) for r in ROLES for s in SCALES if getattr(args, f"{r}_x{s}") is not None]
+    if not given:
+        ap.error("give at least one model, e.g. --student-x4 FILE")
     args.dest.mkdir(parents=True, exist_ok=True)
-    print("| model | set | bicubic PSNR/SSIM | model PSNR/SSIM | gain dB |")
-    print("|---|---|---|---|---:|")
-    for role in ("teacher", "student"):
-        for scale in (4, 2):
-            info = bundle(role, scale, getattr(args, f"{role}_x{scale}"), args.dest, args.benchmarks)
-            for set_name, row in info["benchmarks"].items():
-                print(f"| {info['name']} | {set_name} | {row['bicubic_psnr_y']:.3f}/{row['bicubic_ssim_y']:.4f} | "
-                      f"{row['psnr_y']:.3f}/{row['ssim_y']:.4f} | {row['psnr_y'] - row['bicubic_psnr_y']:+.3f} |")
-
+    print("| model | set | bicubic PSNR/SSIM | bundled before | new PSNR/SSIM | gain over bicubic | bundled |")
+    print("|---|---|---|---|---|---:|---|")
+    for role, scale in given:
+        info = bundle(role, scale, getattr(args, f"{role}_x{scale}"), args.dest, args.benchmarks, args.replace_anyway)
+        for set_name, row in info["benchmarks"].items():
+            old = info["old"].get(set_name)
+            before = f"{old['psnr_y']:.3f}/{old['ssim_y']:.4f}" if old else "-"
+            print(f"| {info['name']} | {set_name} | {row['bicubic_psnr_y']:.3f}/{row['bicubic_ssim_y']:.4f} | {before} | "
+                  f"{row['psnr_y']:.3f}/{row['ssim_y']:.4f} | {row['psnr_y'] - row['bicubic_psnr_y']:+.3f} | "
+                  f"{'new' if info['replaced'] else 'kept the old file'} |")
 
 if __name__ == "__main__":
     main()

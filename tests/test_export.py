@@ -209,3 +209,79 @@ def test_the_backend_measures_its_thread_count_on_repeated_tiles(span_file):
     outputs = [runner(x) for _ in range(4)]  # warm-up, timed with 2 threads, timed with 1, then the choice
     assert not runner._tune and runner.thread_count in (1, 2)
     assert all((out - expected).abs().max() <= 1e-4 for out in outputs)
+
+
+# -- SwinIR: window grid, padding and shifted-window mask are graph ops ------------------------------
+OFFICIAL = Path(__file__).resolve().parent / "fixtures" / "official"
+
+
+def swinir_s_geometry(scale: int = 2) -> SRModel:
+    """The swinir-s preset's window 8 / shift 4 / training size 64 / head, two thin RSTBs for speed."""
+    hp = {**srdistill.get_arch("swinir").resolve(preset="swinir-s"), "depths": (2, 2), "embed_dim": 12, "num_heads": (2, 2)}
+    return srdistill.build_model("swinir", scale, hp, seed=0)
+
+
+@pytest.mark.parametrize("source", ["swinir_classical_small_x4.pth", "swinir_realworld_small_x4.pth", "swinir-s"])
+def test_swinir_exports_with_dynamic_height_and_width(tmp_path, source):
+    model = swinir_s_geometry() if source == "swinir-s" else srdistill.load_model(OFFICIAL / source)
+    window = model.hparams["window_size"]
+    out = tmp_path / "swinir.onnx"
+    result = export_model(model, out)
+    assert [shape[0] for shape, _ in result.checks] == [1, 2] and result.max_diff <= 1e-4
+    assert metadata_of(out)["srdistill.size_multiple"] == str(window)
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(4)
+    # Sizes the trace never saw: the training size (PyTorch uses the checkpoint's stored mask, the
+    # graph builds its own), a non-square window multiple, and odd sizes the graph pads itself.
+    sizes = [(1, model.hparams["img_size"], model.hparams["img_size"]), (1, 40, 56), (2, 19, 27), (1, window + 1, 2 * window - 3)]
+    for batch, h, w in sizes:
+        x = torch.rand(batch, 3, h, w, generator=generator)
+        with torch.no_grad():
+            expected = model.net.eval()(x).numpy()
+        got = sess.run(["output"], {"input": x.numpy()})[0]
+        assert got.shape == expected.shape == (batch, 3, h * model.scale, w * model.scale)
+        assert np.abs(got - expected).max() <= 1e-4, (batch, h, w)
+
+
+def test_the_backend_runs_swinir_through_tiles(tmp_path):
+    model = swinir_s_geometry()
+    x = torch.rand(3, 37, 29, generator=torch.Generator().manual_seed(6))
+    reference = upscale_tensor(model, x, tile=16, device="cpu")
+    got = upscale_tensor(model, x, tile=16, backend="onnxruntime")
+    assert got.shape == reference.shape == (3, 74, 58)
+    assert (got - reference).abs().max() <= 1e-4
+    # The command: same image through both backends, official-layout checkpoint.
+    Image.fromarray((x.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(tmp_path / "in.png")
+    checkpoint = OFFICIAL / "swinir_lightweight_small_x2.pth"
+    for backend in ("torch", "onnxruntime"):
+        result = invoke("upscale", tmp_path / "in.png", "--model", checkpoint, "-o", tmp_path / f"{backend}.png", "--tile", "16", "--backend", backend)
+        assert result.returncode == 0, result.stderr
+    a, b = read_image(tmp_path / "torch.png").pixels, read_image(tmp_path / "onnxruntime.png").pixels
+    assert a.shape == b.shape == (74, 58, 3)
+    assert np.abs(a.astype(np.int64) - b.astype(np.int64)).max() <= 1
+
+
+class _SizeBaked(nn.Module):
+    """A plugin network that turns the input's height and width into Python ints: the tracer bakes them in."""
+
+    def __init__(self, scale: int):
+        super().__init__()
+        self.scale = scale
+        self.conv = nn.Conv2d(3, 3 * scale * scale, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = int(x.shape[2]), int(x.shape[3])
+        return self.shuffle(self.conv(x)).reshape(-1, 3, height * self.scale, width * self.scale)
+
+
+def test_a_forward_that_fixes_the_size_is_refused_by_the_second_size_check(tmp_path):
+    spec = ArchSpec(
+        id="size-baked", title="test plugin", build=lambda *, scale: _SizeBaked(scale), detect=lambda state: None,
+        defaults={}, presets={}, blocks=lambda hp: (), block_channels=lambda hp: (), scales=(2,),
+    )
+    with pytest.raises(ExportError) as caught:
+        export_model(SRModel(spec, 2, {}, _SizeBaked(2)), tmp_path / "baked.onnx")
+    message = str(caught.value)
+    assert "\n" not in message and "size-baked" in message and "2x3x45x37" in message and "fixes sizes" in message
+    assert_nothing_written(tmp_path)

@@ -14,8 +14,10 @@ torch.export-based exporter took 7-17 s for the same graphs and failed on SwinIR
 
 Size rules: a network whose forward pads to a multiple (SwinIR windows) records it in the
 metadata (``srdistill.size_multiple``, ``srdistill.min_size``), and srdistill's ONNX Runtime
-backend pads tiles exactly as the PyTorch path does. Sizes the trace fixed (Python arithmetic on
-shapes) are caught by the check at a second input size and reported as an :class:`ExportError`.
+backend pads tiles exactly as the PyTorch path does. SwinIR's own padding, window grid and
+shifted-window mask are traced from the input size, so its graph also runs at other sizes. Sizes
+a trace fixed (a forward doing Python arithmetic on shapes, e.g. ``int(x.shape[2])``) are caught
+by the check at a second input size and reported as an :class:`ExportError`.
 
 ``onnx`` and ``onnxruntime`` are the optional extra ``srdistill[onnx]``.
 """

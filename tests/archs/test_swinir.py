@@ -75,6 +75,30 @@ def test_stored_mask_only_at_training_size_fresh_mask_otherwise():
     assert torch.equal(broken_off, ref_off)
 
 
+def _calculate_mask_as_published(h: int, w: int, window: int, shift: int) -> torch.Tensor:
+    """The paper code's construction: label nine image regions by slice assignment, compare labels per window."""
+    regions = torch.zeros(1, h, w, 1)
+    bands = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+    for label, (rows, cols) in enumerate((r, c) for r in bands for c in bands):
+        regions[:, rows, cols, :] = label
+    windows = regions.view(h // window, window, w // window, window).permute(0, 2, 1, 3).reshape(-1, window * window)
+    diff = windows.unsqueeze(1) - windows.unsqueeze(2)
+    return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0)
+
+
+# One window (every band but the first empty), non-square grids, the released window 8 / shift 4,
+# and an odd shift.
+@pytest.mark.parametrize("h, w, window, shift", [(4, 4, 4, 2), (8, 12, 4, 2), (40, 56, 8, 4), (16, 24, 8, 3)])
+def test_shifted_window_mask_equals_the_published_construction(h, w, window, shift):
+    # The mask is built from index comparisons (which an ONNX trace records) rather than slice
+    # assignment; both the forward-time and the constructor path must give the same 0 / -100.
+    expected = _calculate_mask_as_published(h, w, window, shift)
+    assert torch.equal(shifted_window_mask((h, w), window, shift, device="cpu"), expected)
+    assert torch.equal(shifted_window_mask((h, w), window, shift), expected)
+    half = shifted_window_mask((h, w), window, shift, device="cpu", dtype=torch.bfloat16)
+    assert half.dtype == torch.bfloat16 and torch.equal(half.float(), expected)
+
+
 def test_blocks_emit_tokens_the_token_view_maps_to_feature_maps():
     case = _classical_case()
     net = _loaded(case)

@@ -39,7 +39,7 @@ def image_set(sizes=((40, 52), (36, 47), (64, 34))) -> ImageSet:
 def unlabeled_set(count=3) -> UnlabeledSet:
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 256, (20 + i, 30, 3), dtype=np.uint8) for i in range(count)]
-    return UnlabeledSet(Path("unl"), [f"u{i}.png" for i in range(count)], images)
+    return UnlabeledSet(Path("unl"), [f"u{i}.png" for i in range(count)], [im.shape[:2] for im in images], images)
 
 
 def stream(seed=3, sizes=((40, 52), (36, 47), (64, 34)), **kinds) -> TeacherLabelledDataset:
@@ -114,11 +114,11 @@ def test_a_zoom_out_input_is_the_bicubic_shrink_of_the_lr_region():
 def test_unlabeled_only_stream_has_no_ground_truth():
     spec = TeacherLabelled(unlabeled="unl", consistency=1.0)
     data = TeacherLabelledDataset(None, unlabeled_set(), spec, scale=SCALE, patch_size=PATCH, seed=0)
-    assert not data.has_ground_truth and data.ratio == 1.0
+    assert data.ratio == 1.0
     item = data[5]
     assert "hr" not in item and item["teacher_only"] and item["consistency"] > 0
     plan = data.plan(5)
-    source = data.unlabeled.images[plan.image]
+    source = data.unlabeled.arrays(plan.image)
     assert np.array_equal(item["lr"], apply_transform(source[plan.top : plan.top + PATCH, plan.left : plan.left + PATCH], plan.transform))
     assert data.cache_plan(5).image == plan.image  # unlabeled images are cached after the (no) paired ones
 
@@ -150,7 +150,7 @@ def test_unlabeled_images_smaller_than_the_patch(tmp_path):
 def test_an_unlabeled_folder_mixing_hr_and_lr_sizes(tmp_path):
     save(tmp_path, "small.png", 20, 30)
     save(tmp_path, "other.png", 23, 41)  # unrelated sizes are fine
-    assert len(load_unlabeled(tmp_path, scale=SCALE, patch_size=PATCH).images) == 2
+    assert len(load_unlabeled(tmp_path, scale=SCALE, patch_size=PATCH)) == 2
     save(tmp_path, "big.png", 83, 121)  # 83 // 4 = 20, 121 // 4 = 30: an HR image of small.png's size
     with pytest.raises(DataError, match=r"mixes resolutions: big.png is 121x83, x4 of small.png \(30x20\)"):
         load_unlabeled(tmp_path, scale=SCALE, patch_size=PATCH)
@@ -173,3 +173,82 @@ def test_zoom_out_needs_an_lr_image_that_still_holds_a_patch():
     paired = PatchDataset(image_set(((20, 24),)), patch_size=PATCH, seed=0)
     with pytest.raises(DataError, match=r"zoom_out shrinks each LR image x4 again.* \(LR at least 32x32; the largest here is 24x20\)"):
         build_sample_stream(paired, TeacherLabelled(zoom_out=0.5), scale=SCALE, patch_size=PATCH, seed=0)
+
+
+# -- memory: decoded unlabeled pixels are kept only within the cache budget ------------------------
+def frames(folder: Path, count: int = 6) -> Path:
+    rng = np.random.default_rng(7)
+    folder.mkdir()
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (18 + i, 25 + 2 * i, 3), dtype=np.uint8)).save(folder / f"f{i}.png")
+    return folder
+
+
+def test_samples_are_the_same_whether_unlabeled_images_are_cached_or_decoded_per_sample(tmp_path):
+    folder = frames(tmp_path / "frames")
+    spec = TeacherLabelled(unlabeled=folder, unlabeled_ratio=0.6, zoom_in=0.2, zoom_out=0.2, consistency=0.5)
+
+    def build(cache):
+        paired = PatchDataset(image_set(), patch_size=PATCH, seed=5)
+        return build_sample_stream(paired, spec, scale=SCALE, patch_size=PATCH, seed=5, cache=cache)
+
+    kept, decoded = build("memory"), build("none")
+    assert kept.cached and kept.unlabeled.nbytes == sum((18 + i) * (25 + 2 * i) * 3 for i in range(6))
+    assert not decoded.cached and decoded.unlabeled.pixels is None and decoded.unlabeled.nbytes == 0
+    assert decoded.unlabeled.sizes == kept.unlabeled.sizes and decoded.unlabeled.megapixels == kept.unlabeled.megapixels
+    indices = range(0, 500, 10)
+    assert sum(kept.plan(i).kind == UNLABELED for i in indices) >= 20
+    for i in indices:
+        a, b = kept[i], decoded[i]
+        assert a.keys() == b.keys()
+        assert all(np.array_equal(a[k], b[k]) if isinstance(a[k], np.ndarray) else a[k] == b[k] for k in a), i
+        plan = decoded.plan(i)
+        if plan.kind == UNLABELED:  # and what both hold is the file's pixels
+            whole = np.asarray(Image.open(folder / decoded.unlabeled.names[plan.image]).convert("RGB"))
+            assert np.array_equal(decoded.input_of(plan), apply_transform(whole[plan.top : plan.top + PATCH, plan.left : plan.left + PATCH], plan.transform))
+    # The teacher cache is built on the same images, read through the accessor when not kept.
+    for (name, size, image), (name2, size2, image2) in zip(kept.cache_sources(), decoded.cache_sources(), strict=True):
+        assert name == name2 and size == size2 and np.array_equal(image(), image2())
+
+
+def test_unlabeled_pixels_are_kept_only_when_all_of_them_fit(tmp_path):
+    folder = frames(tmp_path / "frames")
+    everything = load_unlabeled(folder, scale=SCALE, patch_size=PATCH)
+    assert everything.cached and load_unlabeled(folder, scale=SCALE, patch_size=PATCH, budget=everything.nbytes).cached
+    over = load_unlabeled(folder, scale=SCALE, patch_size=PATCH, budget=everything.nbytes - 1)
+    assert over.pixels is None and over.names == everything.names and over.sizes == everything.sizes
+    assert all(np.array_equal(over.arrays(i), everything.arrays(i)) for i in range(len(over)))
+
+
+def test_the_paired_images_cache_counts_against_the_unlabeled_budget(tmp_path, monkeypatch):
+    import srdistill.data.teacher_labelled as teacher_labelled
+    from srdistill.data.dataset import CACHE_MEMORY_SHARE
+
+    folder = frames(tmp_path / "frames")
+    unlabeled_bytes = load_unlabeled(folder, scale=SCALE, patch_size=PATCH).nbytes
+    paired = PatchDataset(image_set(), patch_size=PATCH, seed=0)
+    paired_bytes = sum(im.hr.nbytes + im.lr.nbytes for im in paired.images.images)
+    spec = TeacherLabelled(unlabeled=folder)
+
+    def unlabeled_cached(available, with_paired):
+        monkeypatch.setattr(teacher_labelled, "available_host_memory", lambda: available)
+        data = build_sample_stream(paired if with_paired else None, spec, scale=SCALE, patch_size=PATCH, seed=0, cache="auto")
+        return data.unlabeled.cached
+
+    both = (paired_bytes + unlabeled_bytes) / CACHE_MEMORY_SHARE
+    assert unlabeled_cached(both, with_paired=True)
+    assert not unlabeled_cached(both - 2 / CACHE_MEMORY_SHARE, with_paired=True)
+    assert unlabeled_cached(both - 2 / CACHE_MEMORY_SHARE, with_paired=False)  # alone, the folder fits
+
+
+def test_an_unlabeled_image_that_changes_during_a_run_is_named(tmp_path):
+    folder = frames(tmp_path / "frames")
+    images = load_unlabeled(folder, scale=SCALE, patch_size=PATCH, budget=0)
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(folder / "f2.png")
+    with pytest.raises(DataError, match=r"f2.png is now 40x40, it was 29x20 at start-up; leave the unlabeled folder alone"):
+        images.arrays(2)
+    (folder / "f1.png").unlink()
+    with pytest.raises(DataError, match=r"f1.png could be read at start-up but not now"):
+        images.arrays(1)
+    with pytest.raises(UsageError, match=r"cache must be one of auto, memory, none; got 'disk'"):
+        build_sample_stream(None, TeacherLabelled(unlabeled=folder), scale=SCALE, patch_size=PATCH, seed=0, cache="disk")

@@ -44,7 +44,7 @@ def mixed_dataset(seed=0, **kinds) -> TeacherLabelledDataset:
         images.append(TrainImage(f"im{i}", (h * SCALE, w * SCALE), hr, bicubic_uint8(hr, SCALE)))
     paired = PatchDataset(ImageSet([ImagePair(Path(f"im{i}.png"), None) for i in range(2)], images, SCALE, 1.0, True),
                           patch_size=PATCH, seed=seed)
-    unl = UnlabeledSet(Path("unl"), ["u0.png", "u1.png"], [rng.integers(0, 256, (20, 26, 3), dtype=np.uint8) for _ in range(2)])
+    unl = UnlabeledSet(Path("unl"), ["u0.png", "u1.png"], [(20, 26)] * 2, [rng.integers(0, 256, (20, 26, 3), dtype=np.uint8) for _ in range(2)])
     spec = TeacherLabelled(unlabeled="unl", **kinds)
     return TeacherLabelledDataset(paired, unl, spec, scale=SCALE, patch_size=PATCH, seed=seed)
 
@@ -235,6 +235,17 @@ def test_python_api_records_the_teacher_labelled_data_and_resumes_bit_identicall
     resumed = distill(run_dir=str(tmp_path / "b"), resume="auto")
     a, b = load_file(full.output), load_file(resumed.output)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_on_unlabeled_images_decoded_per_sample_trains_the_same_model(files, tmp_path):
+    def run(cache):
+        result = distill(files / "teacher.safetensors", "edsr-lite", student_options={"n_feats": 8}, steps=3, batch_size=4,
+                         patch_size=PATCH, run_dir=str(tmp_path / cache), unlabeled=files / "lr", consistency=0.5, cache=cache, workers=0)
+        return load_file(result.output), load_model(result.output).metadata["provenance"]["data"]["cached"]
+
+    (kept, kept_cached), (decoded, decoded_cached) = run("memory"), run("none")
+    assert kept_cached is True and decoded_cached is False
+    assert kept.keys() == decoded.keys() and all(torch.equal(kept[k], decoded[k]) for k in kept)
 
 
 def test_cli_on_unlabeled_images_alone(files, tmp_path):

@@ -46,17 +46,25 @@ def _on_default_device(shape: tuple[int, ...], dtype: torch.dtype, cpu_value) ->
     return cpu_value().to(device, copy=True)
 
 
-def _mask_values(h: int, w: int, window_size: int, shift_size: int, device, dtype) -> torch.Tensor:
-    region = torch.zeros((1, h, w, 1), device=device, dtype=dtype)
-    bands = (slice(0, -window_size), slice(-window_size, -shift_size), slice(-shift_size, None))
-    label = 0
-    for rows in bands:
-        for cols in bands:
-            region[:, rows, cols, :] = label
-            label += 1
+def _band_labels(length, window_size: int, shift_size: int, device) -> torch.Tensor:
+    """Per row (or column) of a rolled image: 0 before the last window, 1 in its unshifted part, 2 in the shift.
+
+    The official ``calculate_mask`` slices ``[0, -ws)``, ``[-ws, -shift)``, ``[-shift, end)``;
+    comparisons against ``length`` give the same bands and, unlike slice assignment, the tracer
+    records them, so an exported graph builds the mask for whatever size it is run at.
+    """
+    index = torch.arange(length, device=device)
+    return (index >= length - window_size).long() + (index >= length - shift_size).long()
+
+
+def _mask_values(h, w, window_size: int, shift_size: int, device, dtype) -> torch.Tensor:
+    """The mask for an h x w token grid; ``h`` and ``w`` may be ints or (while tracing) traced sizes."""
+    rows = _band_labels(h, window_size, shift_size, device)
+    cols = _band_labels(w, window_size, shift_size, device)
+    region = (rows.unsqueeze(1) * 3 + cols.unsqueeze(0)).view(1, h, w, 1)
     windows = window_partition(region, window_size).view(-1, window_size * window_size)
-    diff = windows.unsqueeze(1) - windows.unsqueeze(2)
-    return diff.masked_fill(diff != 0, MASKED_LOGIT).masked_fill(diff == 0, 0.0)
+    different = windows.unsqueeze(1) != windows.unsqueeze(2)
+    return torch.zeros(different.shape, device=device, dtype=dtype).masked_fill(different, MASKED_LOGIT)
 
 
 @functools.lru_cache(maxsize=8)
@@ -192,6 +200,10 @@ class SwinTransformerBlock(nn.Module):
     def _mask_for(self, size: tuple[int, int], like: torch.Tensor) -> torch.Tensor | None:
         if self.shift_size == 0:
             return None
+        if torch.jit.is_tracing():
+            # An exported graph runs at any size: the mask is built in-graph from the traced size
+            # (same values as the stored one; comparing against it would fix the size).
+            return _mask_values(size[0], size[1], self.window_size, self.shift_size, like.device, like.dtype)
         if size == self.input_resolution:
             return self.attn_mask
         # Any other size gets a fresh mask, as upstream; built directly on the input's device and
@@ -199,7 +211,9 @@ class SwinTransformerBlock(nn.Module):
         return shifted_window_mask(size, self.window_size, self.shift_size, device=like.device, dtype=like.dtype)
 
     def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
-        h, w = (int(s) for s in x_size)
+        # No int() on the sizes: while tracing they are traced values, and int() would bake the
+        # trace's input size into the graph.
+        h, w = x_size
         b, _, c = x.shape
         ws, shift = self.window_size, self.shift_size
 
@@ -256,7 +270,7 @@ def residual_conv(dim: int, resi_connection: str) -> nn.Module:
 
 def tokens_to_map(x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
     b, _, c = x.shape
-    return x.transpose(1, 2).reshape(b, c, int(x_size[0]), int(x_size[1]))
+    return x.transpose(1, 2).reshape(b, c, x_size[0], x_size[1])
 
 
 def map_to_tokens(x: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,8 @@ Released checkpoints store the persistent ``attn_mask`` buffer of every shifted 
 by the *training* patch size: (img_size/ws)^2 x ws^2 x ws^2. Detection reads ``img_size`` back
 from that shape so loading is strict; at run time an input (after padding) of exactly
 ``img_size`` uses the stored mask and any other size computes a fresh one, as upstream does.
+Under the ONNX tracer the padding and the mask are computed from the traced size instead, so the
+exported graph runs at any size (``srdistill export``).
 """
 
 from __future__ import annotations
@@ -127,7 +129,9 @@ class SwinIR(nn.Module):
         # crop the output afterwards (upstream ``check_image_size``).
         pad_h = (self.window_size - h % self.window_size) % self.window_size
         pad_w = (self.window_size - w % self.window_size) % self.window_size
-        if pad_h or pad_w:
+        # While tracing the pads are traced values: always pad (zero pads are exact no-ops), so
+        # the graph pads any input size rather than the one it was traced at.
+        if torch.jit.is_tracing() or pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
         mean = self.mean.to(x.dtype)
         # img_range is 1.0 for every released SR model, so the upstream "* img_range" and

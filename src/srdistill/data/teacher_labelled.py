@@ -21,11 +21,20 @@ is exactly the paired stream's sample ``i``; only the samples that became anothe
 Which images may be unlabeled: the folder must hold images of one resolution only. An image
 whose size is the scale times another's (each side ``s*h <= H < s*h + s``, how an LR image's size
 follows from its HR) is taken for an HR image next to its LR copy, and the folder is refused.
+
+Memory: every unlabeled image is decoded once to be checked, but the decoded pixels are kept only
+under the paired images' policy (data/dataset.py, the engine's ``cache`` setting): ``memory``
+keeps them, ``none`` keeps none, ``auto`` keeps them while they fit in what is left of
+``CACHE_MEMORY_SHARE`` of the available memory once the paired images are cached. One mode for
+the whole folder: over the budget, none are kept and each sample decodes its image again (slow,
+but a folder of thousands of frames then needs no more memory than one). Samples are the same
+either way, since they depend on the image sizes alone, which are always kept.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +45,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..errors import DataError, ImageError, UsageError, param
-from .dataset import DataWarning, PatchDataset, PatchPlan, apply_transform, bicubic_uint8, read_rgb
+from ..memory import available_host_memory
+from .dataset import CACHE_MEMORY_SHARE, DataWarning, PatchDataset, PatchPlan, apply_transform, bicubic_uint8, read_rgb
 from .folders import IMAGE_SUFFIXES
 
 PAIRED, UNLABELED, ZOOM_IN, ZOOM_OUT = "paired", "unlabeled", "zoom-in", "zoom-out"
@@ -117,17 +127,49 @@ class TeacherLabelled:
 # -- the unlabeled folder ------------------------------------------------------------------------
 @dataclass
 class UnlabeledSet:
-    """Decoded unlabeled images (H x W x 3 uint8, always in memory: they are LR-sized)."""
+    """The checked unlabeled images: names and sizes always, decoded pixels only when cached."""
 
     folder: Path
     names: list[str]
-    images: list[np.ndarray]
+    sizes: list[tuple[int, int]]  # (H, W) of each image, what the sampling plan needs
+    pixels: list[np.ndarray] | None = None  # H x W x 3 uint8 per image; None: decoded per sample
     skipped: list[str] = field(default_factory=list)
-    cached: bool = True  # read by the engine like ImageSet.cached
+
+    @property
+    def cached(self) -> bool:  # read by the engine like ImageSet.cached (worker count)
+        return self.pixels is not None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def arrays(self, i: int) -> np.ndarray:
+        """Image ``i`` as H x W x 3 uint8, from memory or decoded again from its file."""
+        if self.pixels is not None:
+            return self.pixels[i]
+        path = self.folder / self.names[i]
+        try:
+            pixels, _ = read_rgb(path)
+        except (ImageError, OSError, ValueError) as exc:
+            raise DataError(
+                f"unlabeled image {path} could be read at start-up but not now ({exc}); "
+                f"leave the {param('unlabeled')} folder alone while a run uses it"
+            ) from exc
+        if pixels.shape[:2] != self.sizes[i]:
+            h, w = self.sizes[i]
+            raise DataError(
+                f"unlabeled image {path} is now {pixels.shape[1]}x{pixels.shape[0]}, it was {w}x{h} at start-up; "
+                f"leave the {param('unlabeled')} folder alone while a run uses it"
+            )
+        return pixels
 
     @property
     def megapixels(self) -> float:
-        return sum(im.shape[0] * im.shape[1] for im in self.images) / 1e6
+        return sum(h * w for h, w in self.sizes) / 1e6
+
+    @property
+    def nbytes(self) -> int:
+        """Memory its decoded pixels hold (0 when not cached)."""
+        return sum(im.nbytes for im in self.pixels) if self.pixels is not None else 0
 
 
 def find_unlabeled(folder: str | Path) -> list[Path]:
@@ -145,49 +187,68 @@ def find_unlabeled(folder: str | Path) -> list[Path]:
     return files
 
 
-def load_unlabeled(folder: str | Path, *, scale: int, patch_size: int) -> UnlabeledSet:
-    """Decode and check every image; unreadable or too small ones are skipped with a warning,
-    and a folder with none left, or one that mixes HR and LR sizes, is refused (DataError)."""
+def cache_budget(cache: str, *, processes_per_node: int = 1, held: int = 0) -> float:
+    """Bytes of decoded unlabeled pixels a process may keep under the engine's ``cache`` mode,
+    ``held`` bytes being already taken by the paired images' cache (data/dataset.py load_images)."""
+    if cache == "memory":
+        return math.inf
+    if cache == "none":
+        return 0.0
+    if cache != "auto":
+        raise UsageError(f"{param('cache')} must be one of auto, memory, none; got {cache!r}")
+    return available_host_memory() * CACHE_MEMORY_SHARE / max(1, processes_per_node) - held
+
+
+def load_unlabeled(folder: str | Path, *, scale: int, patch_size: int, budget: float = math.inf) -> UnlabeledSet:
+    """Decode and check every image, keeping the pixels only if all of them fit in ``budget``
+    bytes (:func:`cache_budget`); unreadable or too small ones are skipped with a warning, and a
+    folder with none left, or one that mixes HR and LR sizes, is refused (DataError)."""
     files = find_unlabeled(folder)
-    names, images, skipped, problems = [], [], [], []
+    names, sizes, skipped, problems = [], [], [], []
+    pixels: list[np.ndarray] | None = []
+    used = 0
     too_small = 0
     for path in files:
         try:
-            pixels, _ = read_rgb(path)
+            image, _ = read_rgb(path)
         except (ImageError, OSError, ValueError) as exc:
             skipped.append(f"{path.name}: {exc}")
             problems.append(f"skipping unlabeled image {path}: {exc}")
             continue
-        h, w = pixels.shape[:2]
+        h, w = image.shape[:2]
         if h < patch_size or w < patch_size:
             too_small += 1
             skipped.append(f"{path.name}: {w}x{h} is smaller than one {patch_size}x{patch_size} patch")
             problems.append(f"skipping unlabeled image {path}: {w}x{h} is smaller than one {patch_size}x{patch_size} patch")
             continue
         names.append(path.name)
-        images.append(pixels)
+        sizes.append((h, w))
+        used += image.nbytes
+        if pixels is not None and used <= budget:
+            pixels.append(image)
+        else:  # one mode for the whole folder, and memory stays flat from here on
+            pixels = None
     root = Path(folder).expanduser()
-    if not images:
+    if not names:
         if too_small == len(files):
             raise DataError(
                 f"every image in the {param('unlabeled')} folder {root} is smaller than one {patch_size}x{patch_size} patch "
                 f"(the student's input size); use a smaller {param('patch_size')} or larger images"
             )
         raise DataError(f"none of the {len(files)} image(s) in the {param('unlabeled')} folder {root} could be read (first problem: {skipped[0]}); fix or replace the files")
-    _refuse_mixed_resolutions(root, names, images, scale)
+    _refuse_mixed_resolutions(root, names, sizes, scale)
     for problem in problems:
         warnings.warn(problem, DataWarning, stacklevel=2)
-    return UnlabeledSet(root, names, images, skipped)
+    return UnlabeledSet(root, names, sizes, pixels, skipped)
 
 
-def _refuse_mixed_resolutions(root: Path, names: list[str], images: list[np.ndarray], scale: int) -> None:
+def _refuse_mixed_resolutions(root: Path, names: list[str], sizes: list[tuple[int, int]], scale: int) -> None:
     if scale < 2:
         return
     by_size = {}
-    for name, image in zip(names, images):
-        by_size.setdefault(image.shape[:2], name)
-    for name, image in zip(names, images):
-        h, w = image.shape[:2]
+    for name, size in zip(names, sizes):
+        by_size.setdefault(size, name)
+    for name, (h, w) in zip(names, sizes):
         small = by_size.get((h // scale, w // scale))
         if small is not None:
             sh, sw = h // scale, w // scale
@@ -248,11 +309,12 @@ class TeacherLabelledDataset(Dataset):
             )
 
     def __len__(self) -> int:
-        return len(self.paired) if self.paired is not None else len(self.unlabeled.images)
+        return len(self.paired) if self.paired is not None else len(self.unlabeled)
 
     @property
-    def has_ground_truth(self) -> bool:
-        return self.paired is not None and self.ratio < 1.0 and self.spec.zoom_in + self.spec.zoom_out < 1.0
+    def cached(self) -> bool:
+        """Whether every image a sample is cut from is held in memory (the engine picks its loader workers by it)."""
+        return (self.paired is None or self.paired.images.cached) and (self.unlabeled is None or self.unlabeled.cached)
 
     # -- choices ----------------------------------------------------------------------------------
     def kind(self, index: int) -> str:
@@ -290,8 +352,8 @@ class TeacherLabelledDataset(Dataset):
             p = self.paired.plan(index)
             return SamplePlan(PAIRED, p.image, p.top, p.left, p.transform, 0)
         if kind == UNLABELED:
-            image = self._visit(_UNLABELED_ORDER_STREAM, len(self.unlabeled.images), index)
-            h, w = self.unlabeled.images[image].shape[:2]
+            image = self._visit(_UNLABELED_ORDER_STREAM, len(self.unlabeled), index)
+            h, w = self.unlabeled.sizes[image]
             top, left, transform = self._crop(_UNLABELED_PATCH_STREAM, index, h, w)
         elif kind == ZOOM_IN:
             image = self.paired.plan(index).image
@@ -315,8 +377,8 @@ class TeacherLabelledDataset(Dataset):
                 out.append((f"paired:{im.name}", (im.hr_size[0] // self.scale, im.hr_size[1] // self.scale),
                             functools.partial(lambda k: images.arrays(k)[1], i)))
         if self.unlabeled is not None:
-            for name, im in zip(self.unlabeled.names, self.unlabeled.images):
-                out.append((f"unlabeled:{name}", im.shape[:2], functools.partial(lambda a: a, im)))
+            for i, (name, size) in enumerate(zip(self.unlabeled.names, self.unlabeled.sizes)):
+                out.append((f"unlabeled:{name}", size, functools.partial(self.unlabeled.arrays, i)))
         for source, im in zip(self.zoom_out_sources, self.zoom_out_images):
             name = self.paired.images.images[source].name
             out.append((f"zoom-out:{name}", im.shape[:2], functools.partial(lambda a: a, im)))
@@ -329,7 +391,7 @@ class TeacherLabelledDataset(Dataset):
         if plan.kind == UNLABELED:
             return n_paired + plan.image
         if plan.kind == ZOOM_OUT:
-            return n_paired + len(self.unlabeled.images if self.unlabeled else []) + self._zoom_out_of[plan.image]
+            return n_paired + (len(self.unlabeled) if self.unlabeled else 0) + self._zoom_out_of[plan.image]
         return None  # zoom-in: an HR crop, no whole image to cache the teacher on
 
     def cache_plan(self, index: int) -> PatchPlan | None:
@@ -345,7 +407,7 @@ class TeacherLabelledDataset(Dataset):
         if plan.kind == PAIRED:
             source = self.paired.images.arrays(plan.image)[1]
         elif plan.kind == UNLABELED:
-            source = self.unlabeled.images[plan.image]
+            source = self.unlabeled.arrays(plan.image)
         elif plan.kind == ZOOM_IN:
             source = self.paired.images.arrays(plan.image)[0]
         else:
@@ -385,7 +447,7 @@ class TeacherLabelledDataset(Dataset):
             "consistency_applies_to": "teacher-labelled samples",
         }
         if self.unlabeled is not None:
-            out.update({"unlabeled": str(self.unlabeled.folder), "unlabeled_images": len(self.unlabeled.images),
+            out.update({"unlabeled": str(self.unlabeled.folder), "unlabeled_images": len(self.unlabeled),
                         "unlabeled_skipped": len(self.unlabeled.skipped), "unlabeled_ratio": self.ratio,
                         "unlabeled_megapixels": round(self.unlabeled.megapixels, 2)})
         if self.zoom_out_images:
@@ -405,8 +467,13 @@ def describe_line(info: dict[str, Any]) -> str:
 
 
 def build_sample_stream(paired: PatchDataset | None, spec: TeacherLabelled, *, scale: int, patch_size: int,
-                        seed: int) -> TeacherLabelledDataset:
-    """The mixed stream of a run: loads the unlabeled folder (checked) and shrinks the zoom-out images."""
+                        seed: int, cache: str = "auto", processes_per_node: int = 1) -> TeacherLabelledDataset:
+    """The mixed stream of a run: loads the unlabeled folder (checked; its pixels kept under the
+    paired images' ``cache`` mode and what their cache left of the budget) and shrinks the zoom-out images."""
     spec.check(has_paired=paired is not None)
-    unlabeled = load_unlabeled(spec.unlabeled, scale=scale, patch_size=patch_size) if spec.unlabeled is not None else None
+    unlabeled = None
+    if spec.unlabeled is not None:
+        held = 0 if paired is None else sum(a.nbytes for im in paired.images.images for a in (im.hr, im.lr) if a is not None)
+        budget = cache_budget(cache, processes_per_node=processes_per_node, held=held)
+        unlabeled = load_unlabeled(spec.unlabeled, scale=scale, patch_size=patch_size, budget=budget)
     return TeacherLabelledDataset(paired, unlabeled, spec, scale=scale, patch_size=patch_size, seed=seed)

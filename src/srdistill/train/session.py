@@ -257,8 +257,10 @@ class RunState:
             self.val_images = load_validation(val_pairs, scale=c.scale, crop=c.val_crop, hr_downscale=downscale)
         self.dataset = PatchDataset(self.images, patch_size=c.patch_size, seed=c.seed)
         if labelled is not None:
-            self.dataset = build_sample_stream(self.dataset, labelled, scale=c.scale, patch_size=c.patch_size, seed=c.seed)
-        self.loader = loader_settings(self.device, c.workers, self.images.cached)
+            self.dataset = build_sample_stream(self.dataset, labelled, scale=c.scale, patch_size=c.patch_size, seed=c.seed,
+                                               cache=c.cache, processes_per_node=self.ctx.local_world_size)
+        cached = self.dataset.cached if labelled is not None else self.images.cached  # unlabeled images too
+        self.loader = loader_settings(self.device, c.workers, cached)
         self.workers = self.loader.workers
         self.data_summary = {
             "data": str(contents.hr_dir),
@@ -267,7 +269,7 @@ class RunState:
             "skipped": len(self.images.skipped),
             "megapixels": round(self.images.megapixels, 2),
             "hr_downscale": c.hr_downscale,
-            "cached": self.images.cached,
+            "cached": cached,
             "validation_images": len(val_pairs),
         }
         # What the model file records instead of the paths above: data named by what identifies it
@@ -297,15 +299,16 @@ class RunState:
         c = self.config
         # (--val-fraction, which needs paired images, was refused by distill/api.py.)
         val_pairs = self._given_validation_pairs()
-        self.dataset = build_sample_stream(None, labelled, scale=c.scale, patch_size=c.patch_size, seed=c.seed)
+        self.dataset = build_sample_stream(None, labelled, scale=c.scale, patch_size=c.patch_size, seed=c.seed,
+                                           cache=c.cache, processes_per_node=self.ctx.local_world_size)
         self.images = self.dataset.unlabeled
         self.val_images = load_validation(val_pairs, scale=c.scale, crop=c.val_crop) if val_pairs and self.ctx.is_main else []
-        self.loader = loader_settings(self.device, c.workers, True)
+        self.loader = loader_settings(self.device, c.workers, self.images.cached)
         self.workers = self.loader.workers
         self.data_summary = {
             "data": str(self.images.folder), "lr_source": "none (unlabeled images: the teacher labels every sample)",
-            "images": len(self.images.images), "skipped": len(self.images.skipped),
-            "megapixels": round(self.images.megapixels, 2), "hr_downscale": 1.0, "cached": True, "validation_images": len(val_pairs),
+            "images": len(self.images), "skipped": len(self.images.skipped),
+            "megapixels": round(self.images.megapixels, 2), "hr_downscale": 1.0, "cached": self.images.cached, "validation_images": len(val_pairs),
         }
         self.data_record = {}
         if self.ctx.is_main and c.val_data:
