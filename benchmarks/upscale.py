@@ -38,7 +38,7 @@ PRESETS = ("edsr-lite", "span-s", "span-m", "edsr-baseline", "swinir-s")
 SCALE = 4
 # LR side per preset: big enough for several tiles where the memory policy makes them, small
 # enough for a 2-core CPU (swinir-s runs at a few GFLOP/s there).
-DEFAULT_SIZE = {"edsr-lite": 256, "span-s": 256, "span-m": 192, "edsr-baseline": 192, "swinir-s": 64}
+DEFAULT_SIZE = {"edsr-lite": 256, "rfdn": 256, "span-s": 256, "span-m": 192, "edsr-baseline": 192, "swinir-s": 64}
 TINY = {"n_feats": 8, "n_resblocks": 1}
 RESULTS = Path(__file__).with_name("RESULTS.md")
 

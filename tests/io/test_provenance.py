@@ -180,7 +180,7 @@ def test_train_init_takes_a_bundled_name(tmp_path, monkeypatch):
 
 def test_train_cli_init_with_a_bundled_name_that_is_not_bundled(tmp_path):
     photos = write_training_photos(tmp_path / "photos", ["a.png"])
-    result = run_cli("train", "--arch", "edsr-lite", "--scale", "2", "--init", "teacher-x3", "--data", photos,
+    result = run_cli("train", "--arch", "edsr-lite", "--scale", "2", "--init", "teacher-x8", "--data", photos,
                      "--steps", "1", "--run-dir", tmp_path / "run")
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode != 0 and len(lines) == 1 and "teacher-x3" in lines[0] and "bundled" in lines[0], result.stderr
+    assert result.returncode != 0 and len(lines) == 1 and "teacher-x8" in lines[0] and "bundled" in lines[0], result.stderr
