@@ -184,7 +184,7 @@ def test_scale_other_than_the_model(tmp_path, models):
 
 def test_without_a_model_says_how_to_pass_one(tmp_path):
     Image.fromarray(rgb()).save(tmp_path / "a.png")
-    result = run_cli("upscale", tmp_path / "a.png", "-s", "3")  # nothing is bundled at x3
+    result = run_cli("upscale", tmp_path / "a.png", "-s", "8")  # nothing is bundled at x8
     assert_one_line_error(result, "--model path/to/model.safetensors", code=2)
     assert files_in(tmp_path) == ["a.png"]
 
