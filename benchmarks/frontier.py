@@ -26,6 +26,7 @@ import torch
 from srdistill.evaluate import gflops_per_megapixel
 from srdistill.models import load_model
 from srdistill.upscale import Upscaler
+from upscale import native_bf16  # benchmarks/upscale.py, next to this script
 
 SETS = ("Set5", "Set14", "McMaster", "held-out")
 
@@ -44,12 +45,6 @@ def quality(work: Path) -> tuple[dict, Path, int]:
     means = {s: statistics.mean(r["sets"][s]["psnr"] for r in runs) for s in SETS if all(s in r["sets"] for r in runs)}
     spread = {s: (max(r["sets"][s]["psnr"] for r in runs) - min(r["sets"][s]["psnr"] for r in runs)) / 2 for s in means}
     return {"label": first["label"], "steps": first["steps"], "psnr": means, "spread": spread}, model_file, len(runs)
-
-
-def native_bf16() -> bool:
-    cpu = getattr(torch, "cpu", None)
-    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(check() for check in checks if check is not None)
 
 
 def main() -> None:

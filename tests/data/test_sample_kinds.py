@@ -221,7 +221,7 @@ def test_unlabeled_pixels_are_kept_only_when_all_of_them_fit(tmp_path):
 
 
 def test_the_paired_images_cache_counts_against_the_unlabeled_budget(tmp_path, monkeypatch):
-    import srdistill.data.teacher_labelled as teacher_labelled
+    import srdistill.data.dataset as dataset
     from srdistill.data.dataset import CACHE_MEMORY_SHARE
 
     folder = frames(tmp_path / "frames")
@@ -231,7 +231,7 @@ def test_the_paired_images_cache_counts_against_the_unlabeled_budget(tmp_path, m
     spec = TeacherLabelled(unlabeled=folder)
 
     def unlabeled_cached(available, with_paired):
-        monkeypatch.setattr(teacher_labelled, "available_host_memory", lambda: available)
+        monkeypatch.setattr(dataset, "available_host_memory", lambda: available)
         data = build_sample_stream(paired if with_paired else None, spec, scale=SCALE, patch_size=PATCH, seed=0, cache="auto")
         return data.unlabeled.cached
 

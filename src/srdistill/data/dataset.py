@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..errors import DataError, ImageError, param
+from ..errors import DataError, ImageError, UsageError, param
 from ..memory import available_host_memory
 from .folders import FolderContents, ImagePair, find_images
 from .resize import imresize_uint8
@@ -150,6 +150,17 @@ def _decode_all(pairs: Sequence[ImagePair], scale: int, hr_downscale: float) -> 
             yield from zip(chunk, pool.map(one, chunk))
 
 
+def cache_budget(cache: str, processes_per_node: int = 1) -> float:
+    """Bytes of decoded images a process may keep in memory under the engine's ``cache`` mode."""
+    if cache == "memory":
+        return math.inf
+    if cache == "none":
+        return 0.0
+    if cache != "auto":
+        raise UsageError(f"{param('cache')} must be one of auto, memory, none; got {cache!r}")
+    return available_host_memory() * CACHE_MEMORY_SHARE / max(1, processes_per_node)
+
+
 def load_images(
     pairs: Sequence[ImagePair],
     *,
@@ -164,11 +175,7 @@ def load_images(
 
     Raises DataError when no image is left: then one message sums up the problems.
     """
-    budget = {
-        "memory": math.inf,
-        "none": 0.0,
-        "auto": available_host_memory() * CACHE_MEMORY_SHARE / max(1, processes_per_node),
-    }[cache]
+    budget = cache_budget(cache, processes_per_node)
     used = 0
     images: list[TrainImage] = []
     kept: list[ImagePair] = []

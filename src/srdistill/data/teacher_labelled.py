@@ -45,8 +45,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..errors import DataError, ImageError, UsageError, param
-from ..memory import available_host_memory
-from .dataset import CACHE_MEMORY_SHARE, DataWarning, PatchDataset, PatchPlan, apply_transform, bicubic_uint8, read_rgb
+from .dataset import DataWarning, PatchDataset, PatchPlan, apply_transform, bicubic_uint8, cache_budget, read_rgb
 from .folders import IMAGE_SUFFIXES
 
 PAIRED, UNLABELED, ZOOM_IN, ZOOM_OUT = "paired", "unlabeled", "zoom-in", "zoom-out"
@@ -187,21 +186,9 @@ def find_unlabeled(folder: str | Path) -> list[Path]:
     return files
 
 
-def cache_budget(cache: str, *, processes_per_node: int = 1, held: int = 0) -> float:
-    """Bytes of decoded unlabeled pixels a process may keep under the engine's ``cache`` mode,
-    ``held`` bytes being already taken by the paired images' cache (data/dataset.py load_images)."""
-    if cache == "memory":
-        return math.inf
-    if cache == "none":
-        return 0.0
-    if cache != "auto":
-        raise UsageError(f"{param('cache')} must be one of auto, memory, none; got {cache!r}")
-    return available_host_memory() * CACHE_MEMORY_SHARE / max(1, processes_per_node) - held
-
-
 def load_unlabeled(folder: str | Path, *, scale: int, patch_size: int, budget: float = math.inf) -> UnlabeledSet:
     """Decode and check every image, keeping the pixels only if all of them fit in ``budget``
-    bytes (:func:`cache_budget`); unreadable or too small ones are skipped with a warning, and a
+    bytes (data/dataset.py :func:`cache_budget`); unreadable or too small ones are skipped with a warning, and a
     folder with none left, or one that mixes HR and LR sizes, is refused (DataError)."""
     files = find_unlabeled(folder)
     names, sizes, skipped, problems = [], [], [], []
@@ -474,6 +461,7 @@ def build_sample_stream(paired: PatchDataset | None, spec: TeacherLabelled, *, s
     unlabeled = None
     if spec.unlabeled is not None:
         held = 0 if paired is None else sum(a.nbytes for im in paired.images.images for a in (im.hr, im.lr) if a is not None)
-        budget = cache_budget(cache, processes_per_node=processes_per_node, held=held)
+        # What the paired images' cache already holds comes out of the same share.
+        budget = cache_budget(cache, processes_per_node) - held
         unlabeled = load_unlabeled(spec.unlabeled, scale=scale, patch_size=patch_size, budget=budget)
     return TeacherLabelledDataset(paired, unlabeled, spec, scale=scale, patch_size=patch_size, seed=seed)
