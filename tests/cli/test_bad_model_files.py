@@ -92,6 +92,16 @@ def test_pickle_that_would_run_code_is_refused_without_running(tmp_path, out):
     assert not marker.exists(), "the pickle's payload ran"
 
 
+@pytest.mark.parametrize(("name", "fmt", "kind"), [("photo.png", "PNG", "a PNG image"), ("photo.pth", "JPEG", "a JPEG image")])
+def test_an_image_given_as_a_model_is_named_as_an_image(tmp_path, out, name, fmt, kind):
+    from PIL import Image
+
+    src = tmp_path / name
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(src, format=fmt)
+    line = convert_fails(src, out, name, f"is {kind}, not a model file", "srdistill upscale")
+    assert "could run code" not in line
+
+
 def test_torchscript_archive_is_refused(tmp_path, out):
     src = tmp_path / "scripted.pt"
     torch.jit.script(torch.nn.Conv2d(3, 3, 3)).save(str(src))

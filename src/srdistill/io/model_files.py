@@ -126,7 +126,35 @@ def _refuse_torchscript(path: Path) -> None:
         )
 
 
+# Files people pass by mistake where a model goes: named in the error instead of reaching
+# torch.load, whose "unpickling" complaint would read like a security refusal.
+NOT_MODEL_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"BM", "a BMP image"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"\x7fELF", "a program"),
+)
+
+
+def _refuse_non_model(path: Path) -> None:
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+    kind = next((what for magic, what in NOT_MODEL_MAGIC if head.startswith(magic)), None)
+    if kind is None and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        kind = "a WebP image"
+    if kind is not None:
+        raise ModelFileError(
+            f"{path} is {kind}, not a model file; pass a .safetensors or .pth weights file "
+            f"(images to upscale go to `srdistill upscale`)"
+        )
+
+
 def _read_pickle(path: Path) -> RawModelFile:
+    _refuse_non_model(path)
     _refuse_torchscript(path)
     try:
         with warnings.catch_warnings():
