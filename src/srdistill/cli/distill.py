@@ -31,16 +31,16 @@ if TYPE_CHECKING:
     from ..distill.api import DistillPlan
 
 # What each built-in method runs and costs, for --help (measured: benchmarks/RESULTS.md, kd_quality;
-# bundled edsr-baseline teacher -> edsr-lite, x4, 2400 steps of 8 x 32x32 patches, one CPU core).
+# teacher-x4-long and the bundled teacher-x4 -> edsr-lite, x4, 2400 steps of 8 x 32x32 patches, one CPU core).
 METHOD_HELP = (
     "Distillation method (default logits: the best measured at CPU budgets). "
     "logits: L1 to the ground truth and to the teacher's output; about a scratch step with the teacher cache; "
     "Set5 +0.20 dB over scratch at 2400 steps. "
     "mipkd: the MiPKD paper's method (random conv3x3 Feature Prior Mixers with l_feat=1 and the auto-encoder loss, "
-    "a Block Prior Mixer pass through teacher or student blocks on every step, the teacher live); 6x a logits step, "
-    "and at 600 CPU steps 0.15 dB below logits and 0.06 below scratch on Set5. "
+    "a Block Prior Mixer pass through teacher or student blocks on every step, the teacher live); about 5x a logits step, "
+    "and at 2400 CPU steps 0.30-0.43 dB below logits and 0.15-0.31 below scratch on Set5 (two teachers, 2 seeds). "
     "mipkd-lite: fitted linear mixers, a Block Prior Mixer pass every 16th step, logits-KD (l_kd=3) otherwise; "
-    "1.14-1.28x a logits step, tied logits (-0.007 dB at 2400 steps). "
+    "1.2x a logits step, tied logits (+0.005/+0.010 dB at 2400 steps). "
     "fitnet, fakd: feature regression / affinity KD. scratch: no teacher. "
     "Installed: {ids}."
 )

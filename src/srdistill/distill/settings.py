@@ -31,13 +31,13 @@ if TYPE_CHECKING:
 
 SETTINGS_FILE = "distill.json"
 # The default is the method with the best measured evidence at a CPU budget (benchmarks/RESULTS.md,
-# kd_quality, 8 x 32x32 patches, 2 seeds): logits-KD (l_kd=3) tied mipkd-lite at 2400 steps, whose step
-# costs 1.14-1.28x, and beat the paper's mipkd (6x its step cost) by 0.15 dB on Set5 at 600 steps. A run that falls back to
-# it says so first (DEFAULT_METHOD_NOTE).
+# kd_quality, 2400 steps of 8 x 32x32 patches, two teachers, 2 seeds): logits-KD (l_kd=3) tied mipkd-lite,
+# whose step costs 1.2x, and beat the paper's mipkd (about 5x its step cost) by 0.30-0.43 dB on Set5. A run
+# that falls back to it says so first (DEFAULT_METHOD_NOTE).
 DEFAULT_METHOD = "logits"
 DEFAULT_METHOD_NOTE = (
-    "method logits (the default): at the measured CPU budget it matched mipkd-lite (Set5 30.028 against 30.021 dB "
-    "after 2400 steps, 2 seeds) at a cheaper step, and the paper's mipkd lost to it by 0.15 dB at 600 steps at 6x its step cost; "
+    "method logits (the default): at the measured CPU budget (2400 steps, 2 seeds) it matched mipkd-lite within "
+    "0.01 dB at a cheaper step, and the paper's mipkd lost to it by 0.30-0.43 dB on Set5 at about 5x its step cost; "
     "--method mipkd runs the paper's method (docs/distilling.md)"
 )
 DEFAULT_TEACHER_CACHE = "auto"
