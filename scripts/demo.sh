@@ -2,7 +2,7 @@
 # The main job on what ships with srdistill, nothing downloaded: set up .venv, distil the bundled
 # EDSR-baseline teacher into a fresh edsr-lite student on the bundled sample photos (a few
 # minutes on a 2-core CPU), upscale a held-out crop with it, print an evaluation table (bicubic /
-# this student / the bundled MiPKD student / the teacher) and write a side-by-side comparison PNG.
+# this student / the bundled distilled student / the teacher) and write a side-by-side comparison PNG.
 #
 # Nothing is evaluated on what any of these models was trained on: the table is on Set5 when a
 # shared data folder is beside the project (or at $SRDISTILL_SHARED), else on the bundled

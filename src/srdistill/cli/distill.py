@@ -40,7 +40,7 @@ METHOD_HELP = (
     "a Block Prior Mixer pass through teacher or student blocks on every step, the teacher live); about 5x a logits step, "
     "and at 2400 CPU steps 0.30-0.43 dB below logits and 0.15-0.31 below scratch on Set5 (two teachers, 2 seeds). "
     "mipkd-lite: fitted linear mixers, a Block Prior Mixer pass every 16th step, logits-KD (l_kd=3) otherwise; "
-    "1.2x a logits step, tied logits (+0.005/+0.010 dB at 2400 steps). "
+    "1.2x a logits step, tied logits (+0.004/+0.010 dB at 2400 steps). "
     "fitnet, fakd: feature regression / affinity KD. scratch: no teacher. "
     "Installed: {ids}."
 )
