@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 METHOD_HELP = (
     "Distillation method (default logits: the best measured at CPU budgets). "
     "logits: L1 to the ground truth and to the teacher's output; about a scratch step with the teacher cache; "
-    "Set5 +0.20 dB over scratch at 2400 steps. "
+    "Set5 +0.12-0.15 dB over scratch at 2400 steps. "
     "mipkd: the MiPKD paper's method (random conv3x3 Feature Prior Mixers with l_feat=1 and the auto-encoder loss, "
     "a Block Prior Mixer pass through teacher or student blocks on every step, the teacher live); about 5x a logits step, "
     "and at 2400 CPU steps 0.30-0.43 dB below logits and 0.15-0.31 below scratch on Set5 (two teachers, 2 seeds). "
